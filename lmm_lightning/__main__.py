@@ -1,0 +1,3 @@
+from lmm_lightning.cli import main
+
+main()

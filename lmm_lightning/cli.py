@@ -1,0 +1,78 @@
+"""`lmm-lightning predict --config cfg.yaml`: LightningCLI with the evaluation callback built in."""
+
+import os
+import sys
+from datetime import timedelta
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+from lmm_lightning.data import BenchmarkDataModule
+from lmm_lightning.evaluation import EvaluationCallback
+from lmm_lightning.models import EvalModule
+
+DEFAULT_TIMEOUT_S = 60_000
+TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+
+
+def strategy_with_timeout(strategy: Any, timeout_s: int) -> Any:
+    """Give the named ddp/fsdp strategies a process-group timeout long enough for big evaluations."""
+    timeout = timedelta(seconds=timeout_s)
+    if strategy == "ddp":
+        return DDPStrategy(timeout=timeout)
+    if strategy == "fsdp":
+        return FSDPStrategy(timeout=timeout)
+    return strategy
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_WORLD_SIZE" in os.environ and "GROUP_RANK" in os.environ
+
+
+class EvalCLI(LightningCLI):
+    """Only `predict`; the callback's options live under `--evaluation.*`."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"predict": {"model", "dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EvaluationCallback, "evaluation")
+        parser.add_argument(
+            "--process_group_timeout", type=int, default=DEFAULT_TIMEOUT_S, help="seconds before a collective times out"
+        )
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("return_predictions") is None:
+            kwargs["return_predictions"] = False  # the callback keeps the responses; no second copy
+        return kwargs
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        timeout_s = self._get(self.config, "process_group_timeout")
+        if launched_by_torchrun() and config.get("devices") in ("auto", 1, "1", None):
+            # torchrun / accelerate launch started the processes: match them instead of failing.
+            config["devices"] = int(os.environ["LOCAL_WORLD_SIZE"])
+            config["num_nodes"] = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
+            if config.get("strategy") in ("auto", None):
+                config["strategy"] = "ddp"
+        config["strategy"] = strategy_with_timeout(config.get("strategy"), timeout_s)
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def main(args: list[str] | None = None) -> None:
+    EvalCLI(
+        EvalModule,
+        BenchmarkDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        trainer_defaults=TRAINER_DEFAULTS,
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

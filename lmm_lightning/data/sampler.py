@@ -1,0 +1,86 @@
+"""Dealing requests to ranks: whole batches, strided, padded so every rank runs the same batches.
+
+Batches are formed once over the global request list (grouped by request type and generation
+settings, longest first) and only then dealt to ranks. A batch therefore holds the same requests
+whatever the world size, so its numbers are identical on 1 or N processes. Ranks with fewer
+batches of a kind get padding batches (their last real request, flagged) so that collective
+operations inside the model (FSDP, synced generation) never wait on a rank that has finished.
+"""
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from torch.utils.data import Dataset, DistributedSampler
+
+from lmm_lightning.requests import Request, RequestType
+
+BatchSize = Union[int, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class BatchIndex:
+    """What the sampler yields: request uids and which of them are padding."""
+
+    uids: tuple[int, ...]
+    padding: tuple[bool, ...]
+
+
+def batch_size_for(batch_size: BatchSize, request_type: RequestType) -> int:
+    size = batch_size.get(request_type.value, 1) if isinstance(batch_size, dict) else batch_size
+    if size < 1:
+        raise ValueError(f"batch size for {request_type.value} must be at least 1, got {size}")
+    return size
+
+
+def _group_key(request: Request) -> tuple:
+    order = 0 if request.request_type is RequestType.LOGLIKELIHOOD else 1
+    gen = request.generation
+    return (order, 0, ()) if order == 0 else (order, gen.max_new_tokens, gen.until)
+
+
+def global_batches(requests: Sequence[Request], batch_size: BatchSize) -> list[list[Request]]:
+    """Homogeneous batches (one request type and generation setting each), longest requests first."""
+    groups: dict[tuple, list[Request]] = {}
+    for request in requests:
+        groups.setdefault(_group_key(request), []).append(request)
+    batches = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: (-r.length, r.uid))
+        size = batch_size_for(batch_size, group[0].request_type)
+        batches.extend(group[i : i + size] for i in range(0, len(group), size))
+    return batches
+
+
+def plan_rank(requests: Sequence[Request], batch_size: BatchSize, num_replicas: int, rank: int) -> list[BatchIndex]:
+    """The batches one rank runs: strided over each group's batches, padded to the longest rank."""
+    by_group: dict[tuple, list[list[Request]]] = {}
+    for batch in global_batches(requests, batch_size):
+        by_group.setdefault(_group_key(batch[0]), []).append(batch)
+    plan: list[BatchIndex] = []
+    for key in sorted(by_group):
+        batches = by_group[key]
+        mine = batches[rank::num_replicas]
+        plan.extend(BatchIndex(tuple(r.uid for r in b), (False,) * len(b)) for b in mine)
+        last = mine[-1][-1] if mine else batches[-1][-1]
+        missing = math.ceil(len(batches) / num_replicas) - len(mine)
+        plan.extend(BatchIndex((last.uid,), (True,)) for _ in range(missing))
+    return plan
+
+
+class PaddedDistributedSampler(DistributedSampler):
+    """A `DistributedSampler` that yields whole padded batches (use with `DataLoader(batch_size=None)`).
+
+    Lightning keeps it as it is because it already is a `DistributedSampler`.
+    """
+
+    def __init__(self, dataset: Dataset, requests: Sequence[Request], batch_size: BatchSize, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.plan = plan_rank(requests, batch_size, num_replicas, rank)
+
+    def __iter__(self) -> Iterator[BatchIndex]:
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)

@@ -1,0 +1,3 @@
+from lmm_lightning.evaluation.callback import EvaluationCallback
+
+__all__ = ["EvaluationCallback"]

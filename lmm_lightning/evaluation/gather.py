@@ -1,0 +1,65 @@
+"""Collecting responses on each rank and gathering them with torchmetrics `cat` states."""
+
+import math
+
+import torch
+from torchmetrics import Metric
+
+from lmm_lightning.requests import Response
+
+_NAN = float("nan")
+
+
+class ResponseCollector(Metric):
+    """Holds one rank's responses as tensors; `compute()` returns every rank's, in rank order.
+
+    Texts travel as UTF-8 bytes with their lengths, so the whole gather is a handful of
+    tensor collectives (gloo or NCCL) rather than pickled objects.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__(sync_on_compute=True, compute_with_cache=False)
+        for name in ("uid", "padding", "logprob", "is_greedy", "text_bytes", "text_length"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, responses: list[Response], padding: list[bool]) -> None:
+        encoded = [(r.text or "").encode("utf-8") if r.text is not None else None for r in responses]
+        device = self.device
+        self.uid.append(torch.tensor([r.uid for r in responses], dtype=torch.long, device=device))
+        self.padding.append(torch.tensor(padding, dtype=torch.bool, device=device))
+        self.logprob.append(
+            torch.tensor([_NAN if r.logprob is None else r.logprob for r in responses], dtype=torch.float64, device=device)
+        )
+        self.is_greedy.append(
+            torch.tensor([-1 if r.is_greedy is None else int(r.is_greedy) for r in responses], dtype=torch.int8, device=device)
+        )
+        self.text_length.append(
+            torch.tensor([-1 if e is None else len(e) for e in encoded], dtype=torch.long, device=device)
+        )
+        self.text_bytes.append(torch.tensor(list(b"".join(e for e in encoded if e)), dtype=torch.uint8, device=device))
+
+    def compute(self) -> list[tuple[Response, bool]]:
+        """Every gathered (response, is_padding) pair."""
+        cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x) if x else torch.empty(0)
+        uids = cat(self.uid).tolist()
+        padding = cat(self.padding).tolist()
+        logprobs = cat(self.logprob).tolist()
+        greedy = cat(self.is_greedy).tolist()
+        lengths = cat(self.text_length).tolist()
+        data = bytes(cat(self.text_bytes).cpu().numpy().tobytes())
+        out, position = [], 0
+        for uid, pad, logprob, is_greedy, length in zip(uids, padding, logprobs, greedy, lengths):
+            text = None
+            if length >= 0:
+                text = data[position : position + length].decode("utf-8")
+                position += length
+            response = Response(
+                uid=uid,
+                logprob=None if math.isnan(logprob) else logprob,
+                is_greedy=None if is_greedy < 0 else bool(is_greedy),
+                text=text,
+            )
+            out.append((response, bool(pad)))
+        return out

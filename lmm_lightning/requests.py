@@ -1,0 +1,55 @@
+"""Typed requests sent to a model and the responses it returns."""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+class RequestType(str, Enum):
+    LOGLIKELIHOOD = "loglikelihood"
+    GENERATE_UNTIL = "generate_until"
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How to generate: stop strings and a token budget (greedy decoding)."""
+
+    until: tuple[str, ...] = ()
+    max_new_tokens: int = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    """One unit of model work, identified by (task, doc_id, choice_index, repeat).
+
+    `uid` is the request's position in the benchmark's global request list; it is the
+    same on every rank and for every world size.
+    """
+
+    uid: int
+    task: str
+    doc_id: int
+    request_type: RequestType
+    context: str
+    continuation: str = ""
+    choice_index: int = 0
+    repeat: int = 0
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
+
+    @property
+    def length(self) -> int:
+        """A cheap length proxy used to sort requests (longest first)."""
+        return len(self.context) + len(self.continuation)
+
+
+@dataclass
+class Response:
+    """A model's answer to one request.
+
+    Loglikelihood requests fill `logprob` and `is_greedy`; generation requests fill `text`.
+    """
+
+    uid: int
+    logprob: Optional[float] = None
+    is_greedy: Optional[bool] = None
+    text: Optional[str] = None

@@ -1,0 +1,118 @@
+"""The task specification: one YAML file per benchmark, validated into a dataclass."""
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+OUTPUT_TYPES = ("multiple_choice", "generate_until", "loglikelihood")
+
+
+class TaskSpecError(ValueError):
+    """A task YAML is malformed; the message names the file and the field."""
+
+
+@dataclass
+class MetricSpec:
+    metric: str
+    aggregation: str = "mean"
+    higher_is_better: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskSpec:
+    """What a benchmark is: where its documents live and how to turn them into requests.
+
+    Text fields (`doc_to_text`, `doc_to_target`, `doc_to_choice`) are a column name, a Jinja2
+    template, or (for choices) a literal list.
+    """
+
+    task: str
+    output_type: str
+    doc_to_text: str
+    doc_to_target: Union[str, int]
+    dataset_path: str = "json"
+    dataset_name: Optional[str] = None
+    data_files: Union[str, list[str], dict[str, Any], None] = None
+    test_split: str = "train"
+    doc_to_choice: Union[str, list[str], None] = None
+    target_delimiter: str = " "
+    generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    metric_list: list[MetricSpec] = field(default_factory=list)
+    version: float = 1.0
+    source: Optional[Path] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as written into results.json `configs`."""
+        out = asdict(self)
+        out["source"] = str(self.source) if self.source else None
+        return out
+
+
+def _error(path: Path, key: str, expected: str, got: Any) -> TaskSpecError:
+    return TaskSpecError(f"{path}: field '{key}': expected {expected}, got {got!r}")
+
+
+def _check_type(path: Path, raw: dict, key: str, types: tuple, expected: str) -> None:
+    if key in raw and not isinstance(raw[key], types):
+        raise _error(path, key, expected, raw[key])
+
+
+def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
+    """Validate a parsed YAML mapping into a `TaskSpec`, with one clear error per problem."""
+    if not isinstance(raw, dict):
+        raise TaskSpecError(f"{path}: expected a mapping of task fields at the top level, got {type(raw).__name__}")
+    known = {f.name for f in fields(TaskSpec)} - {"source"}
+    unknown = sorted(set(raw) - known - {"metadata"})
+    if unknown:
+        raise TaskSpecError(f"{path}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+    for key in ("task", "output_type", "doc_to_text", "doc_to_target"):
+        if key not in raw:
+            raise TaskSpecError(f"{path}: missing required field '{key}'")
+    _check_type(path, raw, "task", (str,), "a task name (string)")
+    if raw["output_type"] not in OUTPUT_TYPES:
+        raise _error(path, "output_type", f"one of {list(OUTPUT_TYPES)}", raw["output_type"])
+    if raw["output_type"] == "multiple_choice" and raw.get("doc_to_choice") is None:
+        raise TaskSpecError(f"{path}: field 'doc_to_choice' is required when output_type is multiple_choice")
+    _check_type(path, raw, "doc_to_text", (str,), "a column name or Jinja2 template (string)")
+    _check_type(path, raw, "doc_to_target", (str, int), "a column name, Jinja2 template or integer")
+    _check_type(path, raw, "doc_to_choice", (str, list), "a column name, Jinja2 template or list of strings")
+    _check_type(path, raw, "dataset_path", (str,), "a hub dataset name or a builder such as json/csv/parquet")
+    _check_type(path, raw, "data_files", (str, list, dict), "a file path, a list of paths or a split-to-path mapping")
+    _check_type(path, raw, "test_split", (str,), "a split name (string)")
+    _check_type(path, raw, "target_delimiter", (str,), "a string")
+    _check_type(path, raw, "generation_kwargs", (dict,), "a mapping such as {until: ['\\n'], max_new_tokens: 32}")
+    _check_type(path, raw, "metric_list", (list,), "a list of {metric: name, ...} mappings")
+    _check_type(path, raw, "version", (int, float), "a number")
+
+    metrics = []
+    for i, item in enumerate(raw.get("metric_list", [])):
+        if not isinstance(item, dict) or "metric" not in item:
+            raise _error(path, f"metric_list[{i}]", "a mapping with a 'metric' key", item)
+        extra = {k: v for k, v in item.items() if k not in ("metric", "aggregation", "higher_is_better")}
+        metrics.append(
+            MetricSpec(
+                metric=item["metric"],
+                aggregation=item.get("aggregation", "mean"),
+                higher_is_better=bool(item.get("higher_is_better", True)),
+                options=extra,
+            )
+        )
+    values = {k: v for k, v in raw.items() if k in known and k != "metric_list"}
+    version = raw.get("metadata", {}).get("version") if isinstance(raw.get("metadata"), dict) else None
+    if version is not None:
+        values.setdefault("version", version)
+    return TaskSpec(**values, metric_list=metrics, source=path)
+
+
+def load_task_spec(path: Union[str, Path]) -> TaskSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TaskSpecError(f"{path}: task file not found") from None
+    except yaml.YAMLError as err:
+        raise TaskSpecError(f"{path}: not valid YAML: {err}") from None
+    return parse_task_spec(raw, path)
