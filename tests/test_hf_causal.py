@@ -1,0 +1,104 @@
+"""The Hugging Face causal LM: log-probs equal a direct transformers computation; generation stops."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmm_lightning.data.datamodule import RequestBatch
+from lmm_lightning.models import HFCausalLM
+from lmm_lightning.models.hf_causal import cut_at_stops, split_context
+from lmm_lightning.requests import GenerationSpec, Request, RequestType
+
+PAIRS = [
+    ("Question: What is the capital of France? Answer:", " Paris"),
+    ("Question: What is the capital of Spain? Answer: ", "Madrid"),
+    ("one two three", " four five six seven"),
+    ("", "The quick brown fox"),
+    ("red green blue yellow circle square triangle rectangle red green", " blue"),
+]
+
+
+def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
+    """Unbatched reference: score the continuation tokens of the whole string, one sequence at a time."""
+    context, continuation = split_context(context, continuation)
+    whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
+    n_ctx = len(tokenizer(context, add_special_tokens=False).input_ids)
+    if n_ctx == 0:
+        whole, n_ctx = [tokenizer.bos_token_id] + whole, 1
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0]
+    logprobs = F.log_softmax(logits.float(), -1)
+    return sum(logprobs[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    module = HFCausalLM(pretrained=str(tiny_model))
+    module.configure_model()
+    return module
+
+
+def requests_for(pairs):
+    return [Request(i, "t", i, RequestType.LOGLIKELIHOOD, c, k) for i, (c, k) in enumerate(pairs)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
+def test_loglikelihood_matches_direct_transformers(lm, tiny_model, batch_size):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    requests = requests_for(PAIRS)
+    got = []
+    for i in range(0, len(requests), batch_size):
+        got.extend(lm.loglikelihood(requests[i : i + batch_size]))
+    for (context, continuation), response in zip(PAIRS, got):
+        assert response.logprob == pytest.approx(direct_loglikelihood(model, tokenizer, context, continuation), abs=1e-4)
+
+
+def test_is_greedy_is_true_for_the_models_own_greedy_continuation(lm):
+    context = "one two three"
+    ids = lm.tokenizer(context, add_special_tokens=False, return_tensors="pt").input_ids
+    out = lm.model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    greedy = lm.tokenizer.decode(out[0, ids.shape[1] :])
+    [response] = lm.loglikelihood(requests_for([(context, greedy)]))
+    assert response.is_greedy
+    [other] = lm.loglikelihood(requests_for([(context, greedy + "zzzz")]))
+    assert not other.is_greedy
+
+
+def test_generation_is_batch_invariant_and_respects_budget(lm):
+    spec = GenerationSpec(until=(), max_new_tokens=5)
+    requests = [Request(i, "g", i, RequestType.GENERATE_UNTIL, c, generation=spec) for i, (c, _) in enumerate(PAIRS[:4]) if c]
+    batched = [r.text for r in lm.generate_until(requests)]
+    single = [lm.generate_until([r])[0].text for r in requests]
+    assert batched == single
+    for request, text in zip(requests, single):  # exactly max_new_tokens greedy tokens, as transformers gives them
+        ids = lm.tokenizer(request.context, add_special_tokens=False, return_tensors="pt").input_ids
+        out = lm.model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+        assert out.shape[1] - ids.shape[1] == 5
+        assert text == lm.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_generation_cuts_at_stop_strings(lm):
+    spec = GenerationSpec(until=(), max_new_tokens=12)
+    request = Request(0, "g", 0, RequestType.GENERATE_UNTIL, "one two", generation=spec)
+    free = lm.generate_until([request])[0].text
+    assert len(free) > 2
+    stop = free[1:3]
+    stopped = lm.generate_until([Request(0, "g", 0, RequestType.GENERATE_UNTIL, "one two", generation=GenerationSpec((stop,), 12))])[0].text
+    assert stopped == free.split(stop, 1)[0]
+
+
+def test_cut_at_stops_and_split_context():
+    assert cut_at_stops("Paris. Next", (".", "\n")) == "Paris"
+    assert cut_at_stops("a\nb.c", (".", "\n")) == "a"
+    assert split_context("Answer: ", "Paris") == ("Answer:", " Paris")
+    assert split_context("Answer:", " Paris") == ("Answer:", " Paris")
+
+
+def test_predict_step_dispatches_by_request_type(lm):
+    ll = RequestBatch(requests_for(PAIRS[:2]), [False, False])
+    assert all(r.logprob is not None and r.text is None for r in lm.predict_step(ll))
+    gen = RequestBatch([Request(0, "g", 0, RequestType.GENERATE_UNTIL, "one", generation=GenerationSpec(("\n",), 3))], [False])
+    [response] = lm.predict_step(gen)
+    assert response.text is not None and response.logprob is None
