@@ -62,7 +62,30 @@ class EvalCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def list_tasks(args: list[str]) -> int:
+    """`lmm-lightning tasks [FOLDER ...]`: every task and group found, with its kind and file."""
+    from pathlib import Path
+
+    from lmm_lightning.tasks import load_spec
+    from lmm_lightning.tasks.registry import BUILTIN_DIR, available_tasks
+
+    found = available_tasks([BUILTIN_DIR] + [Path(a) for a in args])
+    width = max((len(name) for name in found), default=4)
+    print(f"{'name':<{width}}  {'kind':<16}  file")
+    for name, path in sorted(found.items()):
+        try:
+            spec = load_spec(path)
+            kind = "group" if hasattr(spec, "group") else spec.output_type
+        except ValueError as err:
+            kind = f"invalid ({err})"
+        print(f"{name:<{width}}  {kind:<16}  {path}")
+    return 0
+
+
 def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
+    if args and args[0] == "tasks":
+        sys.exit(list_tasks(args[1:]))
     EvalCLI(
         EvalModule,
         BenchmarkDataModule,

@@ -12,10 +12,13 @@ class RequestType(str, Enum):
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """How to generate: stop strings and a token budget (greedy decoding)."""
+    """How to generate: stop strings, a token budget and sampling settings (greedy by default)."""
 
     until: tuple[str, ...] = ()
     max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def test_generation_document_yields_one_request_with_its_stop_strings(tiny_tasks
     [request] = task.build_requests(0, {"country": "Peru", "capital": "Lima"}, first_uid=0)
     assert request.request_type is RequestType.GENERATE_UNTIL
     assert request.generation.until == (".",) and request.generation.max_new_tokens == 6
-    assert task.score({"country": "Peru", "capital": "Lima"}, [type("R", (), {"text": " lima"})()]) == {"exact_match": 1.0}
+    assert task.score({"country": "Peru", "capital": "Lima"}, [type("R", (), {"text": " lima"})()]) == {"none": {"exact_match": 1.0}}
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,28 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+import datasets
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
 from lmm_lightning.requests import Request, RequestType
-from lmm_lightning.tasks import Task, resolve_tasks
+from lmm_lightning.tasks import GroupSpec, Task, resolve
 from lmm_lightning.tasks.task import select_range
 
 
 @dataclass(frozen=True)
 class RequestBatch:
-    """A batch as the model sees it: requests of one type, and which are padding."""
+    """A batch as the model sees it: requests of one type, which are padding, and their images.
+
+    Images are decoded here, in the data loader workers, not up front on any rank.
+    """
 
     requests: list[Request]
     padding: list[bool]
+    visuals: list[list[Any]] = field(default_factory=list)
 
     @property
     def request_type(self) -> RequestType:
@@ -26,24 +31,52 @@ class RequestBatch:
 
 @dataclass
 class TaskDocuments:
-    """The documents of one task selected for evaluation, keyed by their index in the split."""
+    """The documents of one task selected for evaluation, keyed by their index in the split.
+
+    `docs` hold the text columns only; `rows` is the selected split itself, indexed lazily for images.
+    """
 
     task: Task
     docs: dict[int, dict[str, Any]]
     n_original: int
+    rows: Optional[datasets.Dataset] = None
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def visuals(self, doc_id: int) -> list[Any]:
+        if not self.task.has_visuals or self.rows is None:
+            return []
+        return self.task.doc_to_visual(self.rows[self.positions[doc_id]])
+
+
+def image_columns(split: datasets.Dataset) -> list[str]:
+    """Columns holding images (decoded lazily), left out of the text view of the documents."""
+    is_image = lambda f: isinstance(f, datasets.Image) or (isinstance(f, (list, datasets.Sequence, datasets.List)) and _inner_is_image(f))
+    return [name for name, feature in split.features.items() if is_image(feature)]
+
+
+def _inner_is_image(feature: Any) -> bool:
+    inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)
+    return isinstance(inner, datasets.Image)
 
 
 class RequestDataset(Dataset):
     """Indexed by a whole `BatchIndex` (the sampler yields batches)."""
 
-    def __init__(self, requests: list[Request]) -> None:
+    def __init__(self, requests: list[Request], documents: Optional[dict[str, TaskDocuments]] = None) -> None:
         self.requests = requests
+        self.documents = documents or {}
 
     def __len__(self) -> int:
         return len(self.requests)
 
     def __getitem__(self, index: BatchIndex) -> RequestBatch:
-        return RequestBatch([self.requests[uid] for uid in index.uids], list(index.padding))
+        requests = [self.requests[uid] for uid in index.uids]
+        visuals = [self._visuals(r) for r in requests]
+        return RequestBatch(requests, list(index.padding), visuals if any(visuals) else [])
+
+    def _visuals(self, request: Request) -> list[Any]:
+        entry = self.documents.get(request.task)
+        return entry.visuals(request.doc_id) if entry is not None and request.context else []
 
 
 def _keep_batch(batch: RequestBatch) -> RequestBatch:
@@ -60,6 +93,7 @@ class BenchmarkDataModule(LightningDataModule):
         batch_size: one size, or a size per request type (`{"loglikelihood": 32, "generate_until": 8}`).
         num_workers: data loader workers preparing batches while the model runs.
         include_path: an extra folder of task YAMLs to search by name.
+        seed: seeds few-shot sampling per (seed, task, doc_id).
     """
 
     def __init__(
@@ -70,6 +104,7 @@ class BenchmarkDataModule(LightningDataModule):
         batch_size: BatchSize = 8,
         num_workers: int = 0,
         include_path: Optional[str] = None,
+        seed: int = 1234,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -80,20 +115,33 @@ class BenchmarkDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.include_path = include_path
+        self.seed = seed
         self.documents: dict[str, TaskDocuments] = {}
+        self.groups: list[GroupSpec] = []
+        self.group_subtasks: dict[str, list[str]] = {}
         self.requests: list[Request] = []
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.requests:
             return
-        for spec in resolve_tasks(self.task_names, self.include_path):
-            task = Task(spec)
+        resolved = resolve(self.task_names, self.include_path)
+        self.groups, self.group_subtasks = resolved.groups, resolved.subtasks
+        for spec in resolved.tasks:
+            task = Task(spec, seed=self.seed)
             split = task.load_split()
             if len(split) == 0:
                 raise ValueError(f"{spec.source}: split '{spec.test_split}' of task '{task.name}' has no documents")
+            images = image_columns(split)
+            text_split = split.remove_columns(images) if images else split
+            if spec.num_fewshot:
+                pool = text_split if spec.fewshot_split is None else task.load_split(spec.fewshot_split)
+                pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
+                task.fewshot_pool = list(enumerate(pool.to_list()))
             selected = select_range(len(split), self.limit, self.offset)
-            docs = split.select(selected).to_list()
-            self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split))
+            docs = text_split.select(selected).to_list()
+            rows = split.select(selected) if task.has_visuals else None
+            positions = {doc_id: i for i, doc_id in enumerate(selected)}
+            self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
             for doc_id, doc in zip(selected, docs):
                 self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
 
@@ -104,7 +152,7 @@ class BenchmarkDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
-        dataset = RequestDataset(self.requests)
+        dataset = RequestDataset(self.requests, self.documents)
         sampler = PaddedDistributedSampler(dataset, self.requests, self.batch_size, world_size, rank)
         return DataLoader(
             dataset,

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
-from lmm_lightning.evaluation.scoring import TaskResult, check_exactly_once, score_task
+from lmm_lightning.evaluation.scoring import TaskResult, check_exactly_once, score_group, score_task
 from lmm_lightning.requests import Response
 
 
@@ -82,4 +82,12 @@ class EvaluationCallback(Callback):
             "seed": self.seed,
         }
         n_original = {name: docs.n_original for name, docs in datamodule.documents.items()}
-        return build_results(self.task_results, datamodule.tasks, n_original, config, world_size)
+        by_name = {r.name: r for r in self.task_results}
+        groups = {}
+        for group in datamodule.groups:
+            members = [by_name[t] for t in datamodule.group_subtasks[group.group]]
+            weights = {m.get("metric"): bool(m.get("weight_by_size", True)) for m in group.aggregate_metric_list}
+            groups[group.group] = score_group(members, weights)
+        return build_results(
+            self.task_results, datamodule.tasks, n_original, config, world_size, groups, datamodule.group_subtasks
+        )

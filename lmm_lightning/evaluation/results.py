@@ -7,12 +7,12 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from lmm_lightning.evaluation.scoring import TaskResult, finite_or_none
 from lmm_lightning.tasks import Task
 
-FILTER = "none"
+_Z95 = 1.959964
 
 
 def _git_hash() -> str | None:
@@ -24,13 +24,20 @@ def _git_hash() -> str | None:
 
 
 def build_results(
-    results: list[TaskResult], tasks: dict[str, Task], n_original: dict[str, int], config: dict[str, Any], world_size: int
+    results: list[TaskResult],
+    tasks: dict[str, Task],
+    n_original: dict[str, int],
+    config: dict[str, Any],
+    world_size: int,
+    groups: Optional[dict[str, dict[tuple[str, str], tuple[float, float, int]]]] = None,
+    group_subtasks: Optional[dict[str, list[str]]] = None,
 ) -> dict[str, Any]:
     """The results document: harness keys first, our additions beside them under their own keys."""
+    groups = groups or {}
     out: dict[str, Any] = {
         "results": {},
         "groups": {},
-        "group_subtasks": {r.name: [] for r in results},
+        "group_subtasks": {**{r.name: [] for r in results}, **(group_subtasks or {})},
         "configs": {},
         "versions": {},
         "n-shot": {},
@@ -47,18 +54,32 @@ def build_results(
         task = tasks[result.name]
         entry: dict[str, Any] = {"alias": result.name, "samples": len(result.records)}
         intervals = {}
-        for name, est in result.metrics.items():
-            entry[f"{name},{FILTER}"] = finite_or_none(est.value)
-            entry[f"{name}_stderr,{FILTER}"] = finite_or_none(est.stderr)
-            intervals[f"{name},{FILTER}"] = [finite_or_none(est.ci_lower), finite_or_none(est.ci_upper)]
+        for (name, filt), est in result.metrics.items():
+            entry[f"{name},{filt}"] = finite_or_none(est.value)
+            entry[f"{name}_stderr,{filt}"] = finite_or_none(est.stderr)
+            intervals[f"{name},{filt}"] = [finite_or_none(est.ci_lower), finite_or_none(est.ci_upper)]
         out["results"][result.name] = entry
         out["confidence_intervals"][result.name] = intervals
         out["configs"][result.name] = task.spec.to_dict()
         out["versions"][result.name] = task.spec.version
-        out["n-shot"][result.name] = 0
+        out["n-shot"][result.name] = task.spec.num_fewshot
         out["higher_is_better"][result.name] = {m.metric: m.higher_is_better for m in task.metrics}
         out["n-samples"][result.name] = {"original": n_original[result.name], "effective": len(result.records)}
         out["integrity"][result.name] = asdict(result.integrity)
+    for group, scores in groups.items():
+        entry = {"alias": group, "samples": max((size for _, _, size in scores.values()), default=0)}
+        intervals = {}
+        for (name, filt), (value, stderr, _) in scores.items():
+            entry[f"{name},{filt}"] = finite_or_none(value)
+            entry[f"{name}_stderr,{filt}"] = finite_or_none(stderr)
+            intervals[f"{name},{filt}"] = [finite_or_none(value - _Z95 * stderr), finite_or_none(value + _Z95 * stderr)]
+        out["groups"][group] = entry
+        out["results"][group] = entry
+        out["confidence_intervals"][group] = intervals
+        out["versions"][group] = None
+        out["n-shot"][group] = None
+        subtasks = (group_subtasks or {}).get(group, [])
+        out["higher_is_better"][group] = {k: v for t in subtasks for k, v in out["higher_is_better"].get(t, {}).items()}
     return out
 
 
@@ -93,6 +114,10 @@ def write_outputs(output_dir: Path, results_doc: dict[str, Any], task_results: l
     write_atomic(output_dir / "results.json", json.dumps(results_doc, indent=2, default=_json_default))
 
 
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def format_table(results_doc: dict[str, Any]) -> str:
     """A markdown table like lm-evaluation-harness prints, with the confidence interval added."""
     header = "| Tasks | Version | Filter | n-shot | Metric |   | Value |   | Stderr | 95% CI |"
@@ -100,7 +125,7 @@ def format_table(results_doc: dict[str, Any]) -> str:
     fmt = lambda v: "N/A" if v is None else f"{v:.4f}"
     for name, entry in results_doc["results"].items():
         first = True
-        hib = results_doc["higher_is_better"].get(name, {})
+        hib = results_doc["higher_is_better"].get(name) or {}
         for key, value in entry.items():
             if "," not in key or "_stderr," in key:
                 continue
@@ -110,9 +135,9 @@ def format_table(results_doc: dict[str, Any]) -> str:
             arrow = "↑" if hib.get(metric, True) else "↓"
             cells = [
                 name if first else "",
-                str(results_doc["versions"][name]) if first else "",
+                _cell(results_doc["versions"].get(name)) if first else "",
                 filt,
-                str(results_doc["n-shot"][name]) if first else "",
+                _cell(results_doc["n-shot"].get(name)) if first else "",
                 metric,
                 arrow,
                 fmt(value),

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from lmm_lightning.data.datamodule import TaskDocuments
-from lmm_lightning.metrics import Estimate, bootstrap_mean, mean_stderr
+from lmm_lightning.metrics import Estimate
+from lmm_lightning.metrics.aggregation import aggregate
+from lmm_lightning.metrics.groups import aggregate_group, stability_per_document
 from lmm_lightning.requests import Request, RequestType, Response
 
 
@@ -25,15 +27,16 @@ class Integrity:
     requests_answered: int = 0
     padded: int = 0
     dropped: int = 0
+    resumed: int = 0
 
 
 @dataclass
 class TaskResult:
-    """One task's per-document records and aggregated metrics."""
+    """One task's per-document records and aggregated metrics, keyed by (metric, filter)."""
 
     name: str
     records: list[dict[str, Any]]
-    metrics: dict[str, Estimate]
+    metrics: dict[tuple[str, str], Estimate]
     integrity: Integrity = field(default_factory=Integrity)
 
 
@@ -57,7 +60,8 @@ def check_exactly_once(
 def _argument(request: Request) -> list[Any]:
     if request.request_type is RequestType.LOGLIKELIHOOD:
         return [request.context, request.continuation]
-    return [request.context, {"until": list(request.generation.until), "max_new_tokens": request.generation.max_new_tokens}]
+    gen = request.generation
+    return [request.context, {"until": list(gen.until), "max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample}]
 
 
 def _response_value(request: Request, response: Response) -> Any:
@@ -66,48 +70,78 @@ def _response_value(request: Request, response: Response) -> Any:
     return response.text
 
 
-def estimate(values: list[float], bootstrap_iters: int, seed: int) -> Estimate:
-    """Mean with a bootstrap standard error and percentile interval (analytic when iters < 2)."""
-    array = np.asarray(values, dtype=np.float64)
-    if bootstrap_iters >= 2 and len(array) >= 2:
-        return bootstrap_mean(array, iters=bootstrap_iters, seed=seed)
-    value = float(array.mean())
-    stderr = mean_stderr(array)
-    return Estimate(value, stderr, value - 1.959964 * stderr, value + 1.959964 * stderr)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, bool, np.number)) and not isinstance(value, str)
 
 
 def score_task(
     documents: TaskDocuments, requests: list[Request], answers: dict[int, Response], bootstrap_iters: int, seed: int
 ) -> TaskResult:
-    """Score each document of one task from its answered requests."""
+    """Score each document of one task from its answered requests, then aggregate each (metric, filter)."""
     task = documents.task
     by_doc: dict[int, list[Request]] = defaultdict(list)
     for request in requests:
         by_doc[request.doc_id].append(request)
-    records, values = [], defaultdict(list)
+    records: list[dict[str, Any]] = []
+    values: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    repeats: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
+    single_filter = len(task.filters) == 1
     for doc_id in sorted(by_doc):
         doc_requests = sorted(by_doc[doc_id], key=lambda r: (r.repeat, r.choice_index))
         responses = [answers[r.uid] for r in doc_requests]
         doc = documents.docs[doc_id]
-        scores = task.score(doc, responses)
-        for name, value in scores.items():
-            values[name].append(value)
-        records.append(
-            {
-                "doc_id": doc_id,
-                "doc": doc,
-                "target": task.doc_to_target(doc),
-                "arguments": [_argument(r) for r in doc_requests],
-                "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
-                "filtered_resps": [_response_value(r, a) for r, a in zip(doc_requests, responses)],
-                **scores,
-            }
-        )
-    metrics = {name: estimate(v, bootstrap_iters, seed) for name, v in values.items()}
+        filtered = task.filtered(responses)
+        record: dict[str, Any] = {
+            "doc_id": doc_id,
+            "doc": doc,
+            "target": task.doc_to_target(doc),
+            "arguments": [_argument(r) for r in doc_requests],
+            "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
+            "filtered_resps": next(iter(filtered.values())) if single_filter else filtered,
+        }
+        for filter_name, value in filtered.items():
+            for metric, score in task.score_value(doc, value).items():
+                values[(metric, filter_name)].append(score)
+                record[metric if single_filter else f"{metric},{filter_name}"] = score
+        if task.spec.repeats > 1:
+            for filter_name, metrics in task.score_repeats(doc, responses).items():
+                for metric, scores in metrics.items():
+                    if all(_is_number(s) for s in scores):
+                        repeats[(metric, filter_name)].append([float(s) for s in scores])
+                        key = metric if single_filter else f"{metric},{filter_name}"
+                        record[f"{key}_per_repeat"] = [float(s) for s in scores]
+        records.append(record)
+
+    metrics = {key: aggregate(task.aggregation(key[0]), v, bootstrap_iters, seed) for key, v in values.items()}
+    for (metric, filter_name), matrix in repeats.items():
+        per_doc = stability_per_document(np.asarray(matrix, dtype=np.float64))
+        key = metric if single_filter else f"{metric},{filter_name}"
+        for stat, per_doc_values in per_doc.items():
+            for record, v in zip(records, per_doc_values):
+                record.setdefault("stability", {}).setdefault(key, {})[stat] = float(v)
+            metrics[(f"{metric}_{stat}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
     integrity = Integrity(documents=len(records), requests_expected=len(requests), requests_answered=len(requests))
     return TaskResult(task.name, records, metrics, integrity)
 
 
-def finite_or_none(value: float) -> Any:
+def score_group(
+    subtask_results: list[TaskResult], weight_by_size: dict[str, bool]
+) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(score, stderr, size) of a group for every (metric, filter) that all its subtasks report."""
+    if not subtask_results:
+        return {}
+    shared = set.intersection(*(set(r.metrics) for r in subtask_results))
+    out = {}
+    for key in sorted(shared):
+        estimates = [r.metrics[key] for r in subtask_results]
+        sizes = [len(r.records) for r in subtask_results]
+        score, stderr = aggregate_group(
+            [e.value for e in estimates], [e.stderr for e in estimates], sizes, weight_by_size.get(key[0], True)
+        )
+        out[key] = (score, stderr, sum(sizes))
+    return out
+
+
+def finite_or_none(value: Any) -> Any:
     """JSON has no NaN; write null instead."""
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value

@@ -1,5 +1,15 @@
-"""Per-document metrics and bootstrap standard errors for corpus-level scores."""
+"""Per-document metrics, corpus aggregations with bootstrap standard errors, group scores."""
 
+from lmm_lightning.metrics.aggregation import (
+    AGGREGATIONS,
+    MME_CATEGORIES,
+    MME_COGNITION,
+    MME_PERCEPTION,
+    Aggregation,
+    aggregate,
+    get_aggregation,
+    mme_rows,
+)
 from lmm_lightning.metrics.bootstrap import (
     Estimate,
     bootstrap,
@@ -10,18 +20,55 @@ from lmm_lightning.metrics.bootstrap import (
     percentile_ci,
     resample_indices,
 )
-from lmm_lightning.metrics.sample import acc, acc_norm, exact_match
+from lmm_lightning.metrics.groups import aggregate_group, pooled_stderr, stability, stability_per_document
+from lmm_lightning.metrics.sample import (
+    acc,
+    acc_norm,
+    anls,
+    bits_per_byte,
+    byte_perplexity,
+    exact_match,
+    levenshtein,
+    normalize_vqa_answer,
+    parse_multiple_choice,
+    relaxed_accuracy,
+    vqa_accuracy,
+    word_perplexity,
+    yes_no,
+)
 
 __all__ = [
+    "AGGREGATIONS",
+    "MME_CATEGORIES",
+    "MME_COGNITION",
+    "MME_PERCEPTION",
+    "Aggregation",
     "Estimate",
     "acc",
     "acc_norm",
+    "aggregate",
+    "aggregate_group",
+    "anls",
+    "bits_per_byte",
     "bootstrap",
     "bootstrap_mean",
     "bootstrap_mean_statistics",
     "bootstrap_statistics",
+    "byte_perplexity",
     "exact_match",
+    "get_aggregation",
+    "levenshtein",
     "mean_stderr",
+    "mme_rows",
+    "normalize_vqa_answer",
+    "parse_multiple_choice",
     "percentile_ci",
+    "pooled_stderr",
+    "relaxed_accuracy",
     "resample_indices",
+    "stability",
+    "stability_per_document",
+    "vqa_accuracy",
+    "word_perplexity",
+    "yes_no",
 ]

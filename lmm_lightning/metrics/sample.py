@@ -1,7 +1,8 @@
-"""Per-document metrics: each call scores one document and returns a float in [0, 1].
+"""Per-document metrics: each call scores one document (a float in [0, 1], a parsed answer, or
+the per-document value a corpus aggregation needs).
 
-Corpus-level aggregation (means, bootstrap errors) lives in `bootstrap.py`; keeping these
-functions scalar and pure makes them trivial to test against hand-computed values.
+Corpus-level aggregation lives in `aggregation.py` and `bootstrap.py`; keeping these functions
+scalar and pure makes them trivial to test against hand-computed values.
 """
 
 import re
@@ -66,3 +67,239 @@ def exact_match(
     options = (ignore_case, ignore_punctuation, ignore_regexes)
     pred = _normalize(prediction, *options)
     return float(any(pred == _normalize(t, *options) for t in targets))
+
+
+# --- VQA v2 accuracy -------------------------------------------------------------------------
+# Normalisation tables copied from the official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py,
+# also used by EvalAI), quirks included, so scores match the leaderboard to the last digit.
+
+_VQA_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've",
+    "hasnt": "hasn't", "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've",
+    "hes": "he's", "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've",
+    "I'dve": "I'd've", "Im": "I'm", "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've",
+    "it'dve": "it'd've", "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't",
+    "mustve": "must've", "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't",
+    "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
+    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
+    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're",
+    "theres": "there's", "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've",
+    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
+    "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
+    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll",
+    "whyre": "why're", "whys": "why's", "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't",
+    "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll",
+    "y'allll": "y'all'll", "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll",
+    "youre": "you're", "youve": "you've",
+}
+_VQA_NUMBERS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+_VQA_ARTICLES = ("a", "an", "the")
+_VQA_PUNCTUATION = (
+    ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!",
+)
+# The official regex reads "(?!<=\d)", a typo for the look-behind "(?<!\d)"; as written it only
+# requires that the period is not followed by a digit. Kept as is to reproduce official scores.
+_VQA_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+_VQA_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+
+
+def _vqa_punctuation(text: str) -> str:
+    """Official `processPunctuation`: drop or space out punctuation, drop periods not before a digit."""
+    out = text
+    for p in _VQA_PUNCTUATION:
+        if p + " " in text or " " + p in text or _VQA_COMMA_STRIP.search(text) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    # The official code passes re.UNICODE (= 32) as the `count` argument: at most 32 periods go.
+    return _VQA_PERIOD_STRIP.sub("", out, count=32)
+
+
+def _vqa_digit_article(text: str) -> str:
+    """Official `processDigitArticle`: lowercase, number words to digits, drop articles, fix contractions."""
+    words = [_VQA_NUMBERS.get(w, w) for w in text.lower().split()]
+    words = [w for w in words if w not in _VQA_ARTICLES]
+    return " ".join(_VQA_CONTRACTIONS.get(w, w) for w in words)
+
+
+def normalize_vqa_answer(text: str) -> str:
+    """Normalise an answer as the official VQA evaluation does (e.g. "Two dogs!" -> "2 dogs")."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _vqa_digit_article(_vqa_punctuation(text))
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Official VQA v2 accuracy: mean over leave-one-out annotator subsets of min(1, matches / 3).
+
+    With 10 answers, each subset of 9 other annotators gives min(1, #matching / 3); an answer
+    given by 3 or more annotators therefore scores 1.0, by 2 annotators 0.6, by 1 annotator 0.3.
+    Fewer answers use the same leave-one-out, so a single answer always scores 0.0 (use
+    `exact_match` for single-reference data).
+
+    Deviation: the official code normalises (punctuation, digits, articles) only when the
+    annotators disagree; here prediction and answers are always normalised. That is identical
+    whenever the prediction is already in canonical form and avoids penalising "Yes." vs "yes".
+    """
+    if len(answers) == 0:
+        raise ValueError("vqa_accuracy needs at least one reference answer")
+    pred = normalize_vqa_answer(prediction)
+    matches = [normalize_vqa_answer(a) == pred for a in answers]
+    total = sum(matches)
+    return float(np.mean([min(1.0, (total - m) / 3.0) for m in matches]))
+
+
+# --- ANLS (DocVQA) ---------------------------------------------------------------------------
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions of one character each)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _anls_normalize(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
+    """Average Normalized Levenshtein Similarity of one question (DocVQA, InfographicVQA).
+
+    Prediction and answers are lowercased, stripped and have inner whitespace collapsed; the
+    score is the best 1 - distance / max(len) over the answers, set to 0.0 when below
+    `threshold` (a score exactly equal to the threshold is kept, as in lmms-eval).
+    """
+    if len(answers) == 0:
+        raise ValueError("anls needs at least one reference answer")
+    pred = _anls_normalize(prediction)
+    best = 0.0
+    for answer in answers:
+        gold = _anls_normalize(answer)
+        length = max(len(gold), len(pred))
+        similarity = 1.0 if length == 0 else 1.0 - levenshtein(gold, pred) / length
+        best = max(best, similarity)
+    return best if best >= threshold else 0.0
+
+
+# --- ChartQA relaxed accuracy ----------------------------------------------------------------
+
+
+def _to_float(text: str) -> float | None:
+    """"1,234" -> 1234.0, "45%" -> 0.45, anything else non-numeric -> None."""
+    text = text.strip().replace(",", "")
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        return float(text)
+    except ValueError:
+        return None
+
+
+def relaxed_accuracy(prediction: str, target: str, tolerance: float = 0.05) -> float:
+    """ChartQA relaxed accuracy (pix2struct `relaxed_correctness`).
+
+    If both parse as numbers (commas removed, "x%" read as x / 100), correct when the relative
+    error |pred - target| / |target| is at most `tolerance`; otherwise case-insensitive exact
+    match of the stripped strings. So "45%" vs "0.45" matches but "45%" vs "45" does not, as in
+    the original. Deviation: a numeric target of 0 needs an exact numeric 0 ("0.0" matches "0");
+    the original falls back to string comparison there.
+    """
+    pred, gold = _to_float(prediction), _to_float(target)
+    if pred is not None and gold is not None:
+        if gold == 0.0:
+            return float(pred == 0.0)
+        return float(abs(pred - gold) / abs(gold) <= tolerance)
+    return float(prediction.strip().lower() == target.strip().lower())
+
+
+# --- MMMU multiple-choice parsing ------------------------------------------------------------
+
+
+def _last(candidates: list[int], positions: list[int]) -> int:
+    return candidates[int(np.argmax(positions))]
+
+
+def parse_multiple_choice(response: str, options: Sequence[str], letters: Sequence[str] | None = None) -> int:
+    """Index of the option a free-form response picks, MMMU style; -1 when none is found.
+
+    In order, the first rule with any hit decides: "(A)" anywhere; " A " as a word; " A." ;
+    then (only for responses longer than 5 words, as MMMU) the option text itself, ignoring
+    case. Several hits of the deciding rule -> the one mentioned last.
+
+    Difference from MMMU: when nothing matches, MMMU picks a random option (expected score
+    1 / n_options, and a different score per seed); here the answer is -1, always wrong, so
+    scores are deterministic and an unparseable response is never rewarded.
+    """
+    letters = [chr(ord("A") + i) for i in range(len(options))] if letters is None else list(letters)
+    if len(letters) != len(options):
+        raise ValueError(f"got {len(letters)} letters for {len(options)} options")
+    for char in (",", ".", "!", "?", ";", ":", "'"):
+        response = response.strip(char)
+    text = f" {response} "  # spaces so " A " also matches at either end
+    for pattern in ("({})", " {} ", " {}."):
+        found = [i for i, letter in enumerate(letters) if pattern.format(letter) in text]
+        if found:
+            return _last(found, [text.rfind(pattern.format(letters[i])) for i in found])
+    if len(text.split()) > 5:
+        lower = text.lower()
+        found = [i for i, option in enumerate(options) if option and option.lower() in lower]
+        if found:
+            return _last(found, [lower.rfind(options[i].lower()) for i in found])
+    return -1
+
+
+# --- POPE yes/no parsing ---------------------------------------------------------------------
+
+
+def yes_no(response: str) -> str:
+    """Read a yes/no answer the way POPE's official evaluate.py does.
+
+    Keep the first sentence (up to the first "."), drop commas, split on spaces; the answer is
+    "no" if a word is exactly "No", "no" or "not", else "yes". So "Nope" and "NO" read as
+    "yes", exactly as in the official script the published POPE numbers come from.
+    """
+    text = response.split(".")[0].replace(",", "")
+    words = text.split(" ")
+    return "no" if "No" in words or "no" in words or "not" in words else "yes"
+
+
+# --- Per-document values for corpus perplexities ---------------------------------------------
+
+
+def word_perplexity(logprob: float, text: str) -> tuple[float, int]:
+    """(log-likelihood, word count) of one document, for the `weighted_perplexity` aggregation.
+
+    Words are counted like lm-evaluation-harness: `len(re.split(r"\\s+", text))`.
+    """
+    return float(logprob), len(re.split(r"\s+", text))
+
+
+def byte_perplexity(logprob: float, text: str) -> tuple[float, int]:
+    """(log-likelihood, UTF-8 byte count) of one document, for `weighted_perplexity`."""
+    return float(logprob), len(text.encode("utf-8"))
+
+
+def bits_per_byte(logprob: float, text: str) -> tuple[float, int]:
+    """(log-likelihood, UTF-8 byte count) of one document, for the `bits_per_byte` aggregation."""
+    return float(logprob), len(text.encode("utf-8"))

@@ -1,5 +1,17 @@
-from lmm_lightning.tasks.registry import available_tasks, resolve_tasks
-from lmm_lightning.tasks.spec import MetricSpec, TaskSpec, TaskSpecError, load_task_spec
+from lmm_lightning.tasks.registry import Resolved, available_tasks, resolve, resolve_tasks
+from lmm_lightning.tasks.spec import GroupSpec, MetricSpec, TaskSpec, TaskSpecError, load_spec, load_task_spec
 from lmm_lightning.tasks.task import Task
 
-__all__ = ["MetricSpec", "Task", "TaskSpec", "TaskSpecError", "available_tasks", "load_task_spec", "resolve_tasks"]
+__all__ = [
+    "GroupSpec",
+    "MetricSpec",
+    "Resolved",
+    "Task",
+    "TaskSpec",
+    "TaskSpecError",
+    "available_tasks",
+    "load_spec",
+    "load_task_spec",
+    "resolve",
+    "resolve_tasks",
+]

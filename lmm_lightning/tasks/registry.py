@@ -1,13 +1,23 @@
-"""Finding tasks by name, YAML path or folder; no import-time registration."""
+"""Finding tasks and groups by name, YAML path or folder; no import-time registration."""
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 import yaml
 
-from lmm_lightning.tasks.spec import TaskSpec, TaskSpecError, load_task_spec
+from lmm_lightning.tasks.spec import GroupSpec, TaskSpec, TaskSpecError, load_spec
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+@dataclass
+class Resolved:
+    """The tasks to run (each once, in order) and the groups that combine them."""
+
+    tasks: list[TaskSpec] = field(default_factory=list)
+    groups: list[GroupSpec] = field(default_factory=list)
+    subtasks: dict[str, list[str]] = field(default_factory=dict)  # group -> task names (leaves)
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -15,33 +25,74 @@ def _yaml_files(folder: Path) -> list[Path]:
 
 
 def available_tasks(folders: Iterable[Path] = (BUILTIN_DIR,)) -> dict[str, Path]:
-    """Task name -> YAML file for every task YAML under the given folders."""
+    """Task or group name -> YAML file, for every YAML under the given folders."""
     found: dict[str, Path] = {}
     for folder in folders:
         for path in _yaml_files(folder):
-            raw = yaml.safe_load(path.read_text())
-            if isinstance(raw, dict) and isinstance(raw.get("task"), str):
-                found.setdefault(raw["task"], path)
+            try:
+                raw = yaml.safe_load(path.read_text())
+            except yaml.YAMLError:
+                continue
+            if not isinstance(raw, dict):
+                continue
+            name = raw.get("group") if isinstance(raw.get("task"), list) else raw.get("task")
+            if isinstance(name, str):
+                found.setdefault(name, path)
     return found
 
 
-def resolve_tasks(names: Iterable[str], include_path: Optional[str] = None) -> list[TaskSpec]:
-    """Each entry is a task name, a YAML path or a folder of YAMLs; the order given is kept."""
-    folders = [BUILTIN_DIR] + ([Path(include_path)] if include_path else [])
-    index: Optional[dict[str, Path]] = None
-    specs: list[TaskSpec] = []
+class _Resolver:
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.index: Optional[dict[str, Path]] = None
+        self.out = Resolved()
+
+    def lookup(self, name: str, relative_to: Optional[Path]) -> list[Path]:
+        candidates = [Path(name)] + ([relative_to / name] if relative_to else [])
+        for path in candidates:
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                return [path]
+            if path.is_dir():
+                return _yaml_files(path)
+        if Path(name).suffix in (".yaml", ".yml"):
+            raise TaskSpecError(f"{name}: task file not found")
+        self.index = self.index if self.index is not None else available_tasks(self.folders)
+        if name not in self.index:
+            raise TaskSpecError(
+                f"unknown task '{name}': not a YAML file, a folder or a known task name; "
+                f"run `lmm-lightning tasks` to list them"
+            )
+        return [self.index[name]]
+
+    def add(self, name: str, relative_to: Optional[Path] = None, stack: tuple[str, ...] = ()) -> list[str]:
+        """Resolve one entry; returns the leaf task names it stands for."""
+        leaves: list[str] = []
+        for path in self.lookup(name, relative_to):
+            spec = load_spec(path)
+            if isinstance(spec, GroupSpec):
+                if spec.group in stack:
+                    raise TaskSpecError(f"{path}: group '{spec.group}' contains itself")
+                members: list[str] = []
+                for sub in spec.task:
+                    members.extend(self.add(sub, path.parent, stack + (spec.group,)))
+                if spec.group not in self.out.subtasks:
+                    self.out.groups.append(spec)
+                    self.out.subtasks[spec.group] = members
+                leaves.extend(members)
+            else:
+                if spec.task not in {t.task for t in self.out.tasks}:
+                    self.out.tasks.append(spec)
+                leaves.append(spec.task)
+        return leaves
+
+
+def resolve(names: Iterable[str], include_path: Optional[str] = None) -> Resolved:
+    """Each entry is a task or group name, a YAML path or a folder of YAMLs; order is kept, duplicates run once."""
+    resolver = _Resolver([BUILTIN_DIR] + ([Path(include_path)] if include_path else []))
     for name in names:
-        path = Path(name)
-        if path.suffix in (".yaml", ".yml") or path.is_file():
-            specs.append(load_task_spec(path))
-        elif path.is_dir():
-            specs.extend(load_task_spec(p) for p in _yaml_files(path))
-        else:
-            index = index if index is not None else available_tasks(folders)
-            if name not in index:
-                raise TaskSpecError(
-                    f"unknown task '{name}': not a YAML file, a folder or a known task name; "
-                    f"known tasks: {sorted(index)}"
-                )
-            specs.append(load_task_spec(index[name]))
-    return specs
+        resolver.add(name)
+    return resolver.out
+
+
+def resolve_tasks(names: Iterable[str], include_path: Optional[str] = None) -> list[TaskSpec]:
+    return resolve(names, include_path).tasks

@@ -38,8 +38,16 @@ class TaskSpec:
     data_files: Union[str, list[str], dict[str, Any], None] = None
     test_split: str = "train"
     doc_to_choice: Union[str, list[str], None] = None
+    doc_to_visual: Optional[str] = None
     target_delimiter: str = " "
+    description: str = ""
+    num_fewshot: int = 0
+    fewshot_split: Optional[str] = None
+    fewshot_delimiter: str = "\n\n"
+    repeats: int = 1
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    filter_list: list[dict[str, Any]] = field(default_factory=list)
+    process_results: Optional[str] = None
     metric_list: list[MetricSpec] = field(default_factory=list)
     version: float = 1.0
     source: Optional[Path] = None
@@ -86,6 +94,15 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     _check_type(path, raw, "generation_kwargs", (dict,), "a mapping such as {until: ['\\n'], max_new_tokens: 32}")
     _check_type(path, raw, "metric_list", (list,), "a list of {metric: name, ...} mappings")
     _check_type(path, raw, "version", (int, float), "a number")
+    _check_type(path, raw, "doc_to_visual", (str,), "a column name or module:function reference")
+    _check_type(path, raw, "description", (str,), "a string")
+    _check_type(path, raw, "process_results", (str,), "a module:function reference")
+    _check_type(path, raw, "fewshot_split", (str,), "a split name (string)")
+    _check_type(path, raw, "fewshot_delimiter", (str,), "a string")
+    _check_type(path, raw, "filter_list", (list,), "a list of {name: ..., filter: [...]} mappings")
+    for key in ("num_fewshot", "repeats"):
+        if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):
+            raise _error(path, key, "a non-negative integer" if key == "num_fewshot" else "a positive integer", raw[key])
 
     metrics = []
     for i, item in enumerate(raw.get("metric_list", [])):
@@ -107,12 +124,69 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     return TaskSpec(**values, metric_list=metrics, source=path)
 
 
-def load_task_spec(path: Union[str, Path]) -> TaskSpec:
-    path = Path(path)
+@dataclass
+class GroupSpec:
+    """A group YAML: subtasks (names or YAML paths) and how their scores combine."""
+
+    group: str
+    task: list[str]
+    aggregate_metric_list: list[dict[str, Any]] = field(default_factory=list)
+    source: Optional[Path] = None
+
+    def weight_by_size(self, metric: str) -> bool:
+        for item in self.aggregate_metric_list:
+            if item.get("metric") == metric:
+                return bool(item.get("weight_by_size", True))
+        return True
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, merging `include:` files (relative to it) underneath its own keys."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise TaskSpecError(f"{path}: task file not found") from None
+        where = f" (included from {seen[-1]})" if seen else ""
+        raise TaskSpecError(f"{path}: task file not found{where}") from None
     except yaml.YAMLError as err:
         raise TaskSpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise TaskSpecError(f"{path}: expected a mapping of task fields at the top level, got {type(raw).__name__}")
+    include = raw.pop("include", None)
+    if include is None:
+        return raw
+    if not isinstance(include, str):
+        raise _error(path, "include", "a YAML path relative to this file", include)
+    base_path = (path.parent / include).resolve()
+    if base_path in seen:
+        raise TaskSpecError(f"{path}: field 'include': {include} includes itself")
+    base = read_yaml(base_path, seen + (path.resolve(),))
+    return {**base, **raw}
+
+
+def parse_group_spec(raw: dict[str, Any], path: Path) -> GroupSpec:
+    tasks = raw.get("task")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise _error(path, "task", "a non-empty list of subtask names or YAML paths for a group", tasks)
+    unknown = sorted(set(raw) - {"group", "task", "aggregate_metric_list", "metadata", "group_alias"})
+    if unknown:
+        raise TaskSpecError(f"{path}: unknown group field(s) {unknown}; known: group, task, aggregate_metric_list, metadata")
+    metrics = raw.get("aggregate_metric_list", [])
+    if not isinstance(metrics, list) or not all(isinstance(m, dict) and "metric" in m for m in metrics):
+        raise _error(path, "aggregate_metric_list", "a list of {metric: name, weight_by_size: bool}", metrics)
+    return GroupSpec(group=raw["group"], task=tasks, aggregate_metric_list=metrics, source=path)
+
+
+def load_spec(path: Union[str, Path]) -> Union[TaskSpec, GroupSpec]:
+    """A task or a group YAML (a group has a `group:` key and a list of subtasks under `task:`)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if "group" in raw and isinstance(raw.get("task"), list):
+        return parse_group_spec(raw, path)
     return parse_task_spec(raw, path)
+
+
+def load_task_spec(path: Union[str, Path]) -> TaskSpec:
+    spec = load_spec(path)
+    if isinstance(spec, GroupSpec):
+        raise TaskSpecError(f"{path}: is a group YAML, expected a single task")
+    return spec

@@ -1,8 +1,12 @@
 """Turning a document into text, a target or choices: a column name, a Jinja2 template or a literal."""
 
 import ast
+import importlib
+import importlib.util
+import re
 from functools import lru_cache
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
 
 import jinja2
 
@@ -14,8 +18,10 @@ def _compile(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
 
 
-def render(template: Union[str, int, list], doc: dict[str, Any]) -> Any:
-    """A column name returns the column's value; any other string is rendered as Jinja2."""
+def render(template: Union[str, int, list, Callable], doc: dict[str, Any]) -> Any:
+    """A function is called on the doc; a column name returns the column's value; any other string is Jinja2."""
+    if callable(template):
+        return template(doc)
     if not isinstance(template, str):
         return template
     if template in doc:
@@ -23,7 +29,7 @@ def render(template: Union[str, int, list], doc: dict[str, Any]) -> Any:
     return _compile(template).render(**doc)
 
 
-def render_choices(template: Union[str, list], doc: dict[str, Any]) -> list[str]:
+def render_choices(template: Union[str, list, Callable], doc: dict[str, Any]) -> list[str]:
     """Choices may be a literal list, a list-valued column, or a template rendering a list literal."""
     value = render(template, doc)
     if isinstance(value, str):
@@ -34,3 +40,30 @@ def render_choices(template: Union[str, list], doc: dict[str, Any]) -> list[str]
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"doc_to_choice must give a non-empty list of strings, got {value!r}")
     return [str(choice) for choice in value]
+
+
+_REFERENCE = re.compile(r"^(?P<module>[A-Za-z_][\w.]*?)(?:\.py)?:(?P<function>[A-Za-z_]\w*)$")
+
+
+def is_reference(value: Any) -> bool:
+    """`utils:doc_to_text` or `utils.py:doc_to_text`: a function, not a template."""
+    return isinstance(value, str) and bool(_REFERENCE.match(value))
+
+
+def resolve_reference(reference: str, root: Optional[Path], where: str) -> Callable:
+    """Import `module:function`, looking for `module.py` beside the task YAML first."""
+    match = _REFERENCE.match(reference)
+    module_name, function = match["module"], match["function"]
+    local = root / (module_name.replace(".", "/") + ".py") if root else None
+    try:
+        if local is not None and local.is_file():
+            spec = importlib.util.spec_from_file_location(f"lmm_lightning_task_{abs(hash(str(local)))}", local)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"{where}: cannot import module '{module_name}' for {reference!r}: {err}") from None
+    if not hasattr(module, function):
+        raise ValueError(f"{where}: module '{module_name}' has no function '{function}'")
+    return getattr(module, function)

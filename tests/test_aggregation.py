@@ -1,0 +1,283 @@
+import math
+
+import numpy as np
+import pytest
+
+from lmm_lightning.metrics import (
+    AGGREGATIONS,
+    MME_CATEGORIES,
+    MME_COGNITION,
+    MME_PERCEPTION,
+    Estimate,
+    aggregate,
+    aggregate_group,
+    bootstrap_mean,
+    bootstrap_statistics,
+    mme_rows,
+    pooled_stderr,
+    stability,
+    stability_per_document,
+    yes_no,
+)
+
+# --- simple aggregations ------------------------------------------------------------------------
+
+
+def test_mean_uses_the_exact_bootstrap_mean() -> None:
+    values = [1.0, 0.0, 1.0, 1.0]
+    assert aggregate("mean", values, bootstrap_iters=1000, seed=7) == bootstrap_mean(values, iters=1000, seed=7)
+
+
+def test_mean_without_bootstrap_is_analytic() -> None:
+    # mean 0.75; sample variance (3 * 0.0625 + 0.5625) / 3 = 0.25 -> stderr sqrt(0.25) / sqrt(4) = 0.25
+    estimate = aggregate("mean", [1.0, 0.0, 1.0, 1.0], bootstrap_iters=0, seed=0)
+    assert estimate.value == 0.75
+    assert estimate.stderr == pytest.approx(0.25)
+    assert estimate.ci_lower == pytest.approx(0.75 - 1.959964 * 0.25)
+    assert estimate.ci_upper == pytest.approx(0.75 + 1.959964 * 0.25)
+
+
+def test_non_mean_without_bootstrap_has_nan_stderr() -> None:
+    estimate = aggregate("median", [1.0, 3.0, 2.0, 10.0], bootstrap_iters=1, seed=0)
+    assert estimate.value == 2.5
+    assert math.isnan(estimate.stderr) and math.isnan(estimate.ci_lower) and math.isnan(estimate.ci_upper)
+
+
+def test_median_is_bootstrapped() -> None:
+    estimate = aggregate("median", [1.0, 3.0, 2.0, 10.0], bootstrap_iters=500, seed=0)
+    assert estimate.value == 2.5
+    assert 0 < estimate.stderr < 10 and estimate.ci_lower <= 2.5 <= estimate.ci_upper
+
+
+def test_perplexity() -> None:
+    assert aggregate("perplexity", [-1.0, -3.0], 0, 0).value == pytest.approx(math.exp(2.0))
+
+
+def test_f1() -> None:
+    # (pred, gold): tp = 2, fp = 1, fn = 1 -> 2 * 2 / (4 + 1 + 1)
+    pairs = [(1, 1), (1, 0), (0, 1), (1, 1), (0, 0)]
+    assert aggregate("f1", pairs, 0, 0).value == pytest.approx(4 / 6)
+
+
+def test_weighted_perplexity_and_bits_per_byte() -> None:
+    # exp(-(-2 - 4) / (2 + 3)) = exp(1.2)
+    assert aggregate("weighted_perplexity", [(-2.0, 2), (-4.0, 3)], 0, 0).value == pytest.approx(math.exp(1.2))
+    # -(-12 ln 2) / 8 bytes / ln 2 = 1.5 bits per byte
+    ln2 = math.log(2)
+    assert aggregate("bits_per_byte", [(-8 * ln2, 4), (-4 * ln2, 4)], 0, 0).value == pytest.approx(1.5)
+
+
+# --- POPE -------------------------------------------------------------------------------------------
+
+
+def _pope_pairs() -> list[tuple[int, int]]:
+    responses = ["Yes, there is a cat.", "Yes", "No, there is not.", "There is no cat"]
+    golds = ["yes", "yes", "yes", "no"]
+    return [(int(yes_no(r) == "yes"), int(g == "yes")) for r, g in zip(responses, golds)]
+
+
+def test_pope_aggregations_by_hand() -> None:
+    pairs = _pope_pairs()
+    assert pairs == [(1, 1), (1, 1), (0, 1), (0, 0)]
+    # tp = 2, fp = 0, fn = 1, tn = 1
+    assert aggregate("pope_precision", pairs, 0, 0).value == pytest.approx(1.0)
+    assert aggregate("pope_recall", pairs, 0, 0).value == pytest.approx(2 / 3)
+    assert aggregate("pope_f1", pairs, 0, 0).value == pytest.approx(0.8)  # 2 * 1 * 2/3 / (1 + 2/3)
+    assert aggregate("pope_yes_ratio", pairs, 0, 0).value == pytest.approx(0.5)
+
+
+def test_pope_zero_division_is_zero() -> None:
+    pairs = [(0, 1), (0, 0)]  # never says yes: precision 0/0 -> 0
+    assert aggregate("pope_precision", pairs, 0, 0).value == 0.0
+    assert aggregate("pope_f1", pairs, 0, 0).value == 0.0
+
+
+def test_binary_pairs_are_checked() -> None:
+    with pytest.raises(ValueError, match="0/1"):
+        aggregate("pope_f1", [(0.5, 1)], 0, 0)
+    with pytest.raises(ValueError, match="pair"):
+        aggregate("f1", [1, 0, 1], 0, 0)
+
+
+# --- MME ---------------------------------------------------------------------------------------------
+
+
+def _mme_values() -> list[tuple[str, int, int]]:
+    return [
+        # existence: image 0 both right, image 1 one right -> acc 3/4, acc+ 1/2 -> 75 + 50 = 125
+        ("existence", 0, 1), ("existence", 0, 1), ("existence", 1, 1), ("existence", 1, 0),
+        # count: image 0 none right, image 1 both right -> acc 1/2, acc+ 1/2 -> 50 + 50 = 100
+        ("count", 0, 0), ("count", 0, 0), ("count", 1, 1), ("count", 1, 1),
+        # code_reasoning (cognition): one image, one of two right -> 50 + 0 = 50
+        ("code_reasoning", 0, 0), ("code_reasoning", 0, 1),
+    ]  # fmt: skip
+
+
+def test_mme_scores_by_hand() -> None:
+    values = _mme_values()
+    assert aggregate("mme_perception", values, 0, 0).value == pytest.approx(225.0)
+    assert aggregate("mme_cognition", values, 0, 0).value == pytest.approx(50.0)
+
+
+def test_mme_accepts_indices_and_any_order() -> None:
+    values = _mme_values()
+    by_index = [(MME_CATEGORIES.index(c), pair, right) for c, pair, right in reversed(values)]
+    assert aggregate("mme_perception", by_index, 0, 0).value == pytest.approx(225.0)
+
+
+def test_mme_categories() -> None:
+    assert len(MME_PERCEPTION) == 10 and len(MME_COGNITION) == 4
+    assert MME_CATEGORIES[:10] == MME_PERCEPTION and "OCR" in MME_PERCEPTION
+
+
+def test_mme_rows_are_images() -> None:
+    rows = mme_rows(_mme_values())
+    assert rows.tolist() == [[0, 2], [0, 1], [1, 0], [1, 2], [13, 1]]
+
+
+def test_mme_bootstrap_resamples_images() -> None:
+    # Every image has both questions right or both wrong, so acc == acc_plus in any resample of
+    # images and each replicate is 200 * (right images) / 5: a multiple of 40. Resampling single
+    # questions would break pairs and give other values.
+    values = [("scene", i, int(i < 3)) for i in range(5) for _ in range(2)]
+    rows = mme_rows(values)
+    stats = bootstrap_statistics(AGGREGATIONS["mme_perception"].fn, rows, iters=300, seed=0)
+    assert np.allclose(stats / 40, np.round(stats / 40))
+    estimate = aggregate("mme_perception", values, bootstrap_iters=300, seed=0)
+    assert estimate.value == pytest.approx(120.0) and estimate.stderr > 0
+
+
+def test_mme_errors() -> None:
+    with pytest.raises(ValueError, match="expected 2"):
+        mme_rows([("count", 0, 1)])
+    with pytest.raises(ValueError, match="unknown MME category"):
+        mme_rows([("counting", 0, 1), ("counting", 0, 1)])
+    with pytest.raises(ValueError, match="out of range"):
+        mme_rows([(14, 0, 1), (14, 0, 1)])
+
+
+# --- every aggregation gets a stderr ------------------------------------------------------------------
+
+SAMPLES = {
+    "mean": [1.0, 0.0, 1.0, 0.5],
+    "median": [1.0, 0.0, 1.0, 0.5],
+    "perplexity": [-1.0, -2.0, -0.5],
+    "f1": [(1, 1), (0, 1), (1, 0), (1, 1), (0, 0)],
+    "pope_precision": [(1, 1), (0, 1), (1, 0), (1, 1), (0, 0)],
+    "pope_recall": [(1, 1), (0, 1), (1, 0), (1, 1), (0, 0)],
+    "pope_f1": [(1, 1), (0, 1), (1, 0), (1, 1), (0, 0)],
+    "pope_yes_ratio": [(1, 1), (0, 1), (1, 0), (1, 1), (0, 0)],
+    "weighted_perplexity": [(-2.0, 2), (-4.0, 3), (-1.0, 4)],
+    "bits_per_byte": [(-2.0, 2), (-4.0, 3), (-1.0, 4)],
+    "mme_perception": _mme_values(),
+    "mme_cognition": _mme_values() + [("text_translation", 0, 1), ("text_translation", 0, 0)],
+}
+
+
+def test_samples_cover_every_aggregation() -> None:
+    assert set(SAMPLES) == set(AGGREGATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATIONS))
+def test_every_aggregation_has_a_stderr(name: str) -> None:
+    estimate = aggregate(name, SAMPLES[name], bootstrap_iters=200, seed=0)
+    assert isinstance(estimate, Estimate)
+    assert math.isfinite(estimate.stderr) and estimate.stderr > 0
+    assert aggregate(name, SAMPLES[name], bootstrap_iters=200, seed=0) == estimate  # same seed, same result
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATIONS))
+def test_fn_is_vectorised(name: str) -> None:
+    aggregation = AGGREGATIONS[name]
+    assert aggregation.name == name
+    array = aggregation.to_array(SAMPLES[name])
+    batch = np.stack([array, array[::-1]])
+    assert aggregation.fn(batch).shape == (2,)
+
+
+def test_aggregate_errors() -> None:
+    with pytest.raises(ValueError, match="known aggregations"):
+        aggregate("accuracy", [1.0], 0, 0)
+    with pytest.raises(ValueError, match="no values"):
+        aggregate("mean", [], 0, 0)
+    with pytest.raises(ValueError, match="one number per document"):
+        aggregate("median", [(1, 2)], 0, 0)
+
+
+# --- groups -------------------------------------------------------------------------------------------
+
+
+def test_pooled_stderr_formula() -> None:
+    # ((10 - 1) * 0.1^2 * 10 + (20 - 1) * 0.2^2 * 20) / (30 - 2) = 16.1 / 28, then / 30, sqrt
+    assert pooled_stderr([0.1, 0.2], [10, 20]) == pytest.approx(math.sqrt(16.1 / 28 / 30))
+    # One subtask: its own stderr back.
+    assert pooled_stderr([0.05], [100]) == pytest.approx(0.05)
+
+
+def test_pooled_stderr_errors() -> None:
+    with pytest.raises(ValueError, match="stderrs"):
+        pooled_stderr([0.1], [10, 20])
+    with pytest.raises(ValueError, match="more documents than subtasks"):
+        pooled_stderr([0.1, 0.1], [1, 1])
+
+
+def test_aggregate_group_weighted() -> None:
+    score, stderr = aggregate_group([0.5, 0.8], [0.1, 0.2], [10, 30], weight_by_size=True)
+    assert score == pytest.approx((0.5 * 10 + 0.8 * 30) / 40)  # 0.725
+    assert stderr == pytest.approx(math.sqrt((9 * 0.01 * 10 + 29 * 0.04 * 30) / 38 / 40))
+
+
+def test_aggregate_group_unweighted() -> None:
+    score, stderr = aggregate_group([0.5, 0.8], [0.1, 0.2], [10, 30], weight_by_size=False)
+    assert score == pytest.approx(0.65)
+    assert stderr == pytest.approx(math.sqrt(0.01 + 0.04) / 2)
+
+
+def test_aggregate_group_errors_and_nan() -> None:
+    with pytest.raises(ValueError, match="per subtask"):
+        aggregate_group([0.5], [0.1, 0.2], [10, 30], weight_by_size=True)
+    with pytest.raises(ValueError):
+        aggregate_group([], [], [], weight_by_size=False)
+    assert math.isnan(aggregate_group([0.5, 0.8], [float("nan"), 0.2], [10, 30], False)[1])
+
+
+# --- stability over repeats -----------------------------------------------------------------------------
+
+
+SCORES = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 0]], dtype=float)
+
+
+def test_stability_per_document() -> None:
+    per_doc = stability_per_document(SCORES)
+    assert per_doc["expected_accuracy"] == pytest.approx([1, 1 / 3, 2 / 3, 0])
+    assert per_doc["consensus_accuracy"].tolist() == [1, 0, 1, 0]
+    # ddof=1: [1, 0, 0] has mean 1/3, squared deviations 4/9 + 1/9 + 1/9 = 2/3, / 2 = 1/3
+    assert per_doc["within_question_variance"] == pytest.approx([0, 1 / 3, 1 / 3, 0])
+    assert per_doc["consistent"].tolist() == [1, 0, 0, 1]
+
+
+def test_stability() -> None:
+    result = stability(SCORES)
+    assert result == pytest.approx(
+        {
+            "expected_accuracy": 0.5,
+            "consensus_accuracy": 0.5,
+            "mean_within_question_variance": 1 / 6,
+            "consistency_rate": 0.5,
+        }
+    )
+
+
+def test_consensus_ties_go_to_zero() -> None:
+    per_doc = stability_per_document(np.array([[1, 0], [1, 1], [0, 0], [0, 1]], dtype=float))
+    assert per_doc["consensus_accuracy"].tolist() == [0, 1, 0, 0]
+    # Non-binary scores vote over values: a strict plurality wins, a tie gives 0.
+    per_doc = stability_per_document(np.array([[0.3, 0.3, 1.0], [0.3, 1.0, 0.6]]))
+    assert per_doc["consensus_accuracy"] == pytest.approx([0.3, 0.0])
+
+
+def test_stability_needs_repeats() -> None:
+    with pytest.raises(ValueError, match="k >= 2"):
+        stability(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="k >= 2"):
+        stability(np.ones(3))
