@@ -102,3 +102,14 @@ def test_predict_step_dispatches_by_request_type(lm):
     gen = RequestBatch([Request(0, "g", 0, RequestType.GENERATE_UNTIL, "one", generation=GenerationSpec(("\n",), 3))], [False])
     [response] = lm.predict_step(gen)
     assert response.text is not None and response.logprob is None
+
+
+def test_sampled_generation_is_seeded_by_the_batch(lm):
+    spec = GenerationSpec(until=(), max_new_tokens=6, do_sample=True, temperature=1.0)
+    requests = [Request(i, "g", 0, RequestType.GENERATE_UNTIL, "one two", generation=spec, repeat=i) for i in range(4)]
+    first = [r.text for r in lm.generate_until(requests)]
+    import torch
+
+    torch.manual_seed(999)  # whatever ran before does not matter
+    assert [r.text for r in lm.generate_until(requests)] == first
+    assert len(set(first)) > 1  # repeats really sample

@@ -14,6 +14,15 @@ from lmm_lightning.metrics.groups import aggregate_group, stability_per_document
 from lmm_lightning.requests import Request, RequestType, Response
 
 
+# Per-document stability statistic -> the corpus metric that averages it over documents.
+STABILITY_NAMES = {
+    "expected_accuracy": "expected_accuracy",
+    "consensus_accuracy": "consensus_accuracy",
+    "within_question_variance": "mean_within_question_variance",
+    "consistent": "consistency_rate",
+}
+
+
 class IntegrityError(RuntimeError):
     """A request was answered twice or not at all: the gathered results cannot be trusted."""
 
@@ -119,7 +128,8 @@ def score_task(
         for stat, per_doc_values in per_doc.items():
             for record, v in zip(records, per_doc_values):
                 record.setdefault("stability", {}).setdefault(key, {})[stat] = float(v)
-            metrics[(f"{metric}_{stat}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
+            corpus_name = STABILITY_NAMES[stat]
+            metrics[(f"{metric}_{corpus_name}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
     integrity = Integrity(documents=len(records), requests_expected=len(requests), requests_answered=len(requests))
     return TaskResult(task.name, records, metrics, integrity)
 

@@ -1,4 +1,5 @@
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.hf_causal import HFCausalLM
+from lmm_lightning.models.hf_vision import HFVisionLM
 
-__all__ = ["EvalModule", "HFCausalLM"]
+__all__ = ["EvalModule", "HFCausalLM", "HFVisionLM"]

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.models.base import EvalModule
-from lmm_lightning.requests import Request, Response
+from lmm_lightning.requests import GenerationSpec, Request, Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,6 +45,15 @@ class _StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         done = [any(stop in text for stop in self.stops) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def sampling_kwargs(spec: GenerationSpec, requests: list[Request]) -> dict:
+    """Greedy by default; when sampling, seed from the batch's first request so that the draw depends
+    on the batch (identical for every world size), not on what a rank ran before it."""
+    if not spec.do_sample:
+        return {"do_sample": False}
+    torch.manual_seed(requests[0].uid)
+    return {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
@@ -140,9 +149,9 @@ class HFCausalLM(EvalModule):
             input_ids=input_ids,
             attention_mask=mask,
             max_new_tokens=spec.max_new_tokens,
-            do_sample=False,
             stopping_criteria=criteria,
             pad_token_id=self.tokenizer.pad_token_id,
+            **sampling_kwargs(spec, requests),
         )
         texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
         return [Response(uid=r.uid, text=cut_at_stops(t, stops)) for r, t in zip(requests, texts)]

@@ -1,0 +1,229 @@
+"""A Hugging Face image-text model (LLaVA, Qwen2-VL, ...) as an EvalModule."""
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteriaList
+
+from lmm_lightning.assets import resolve_pretrained
+from lmm_lightning.data.datamodule import RequestBatch
+from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.hf_causal import DTYPES, _StopOnStrings, cut_at_stops, split_context
+from lmm_lightning.requests import Request, RequestType, Response
+
+Row = dict[str, torch.Tensor]
+
+
+def to_rgb(image: Any) -> Any:
+    """PNGs decode as RGBA or palette images; vision towers expect three channels."""
+    return image.convert("RGB") if hasattr(image, "convert") and getattr(image, "mode", "RGB") != "RGB" else image
+
+
+class HFVisionLM(EvalModule):
+    """`AutoModelForImageTextToText` and its `AutoProcessor` from a local folder.
+
+    Each request carries zero, one or several images (the batch's `visuals`). The prompt is the
+    processor's chat template (an image entry per image, then the text) when the model has one,
+    else the processor's image token once per image followed by the text.
+
+    Args:
+        pretrained: a local model folder.
+        dtype: float32, bfloat16 or float16.
+        attn_implementation: e.g. "sdpa", "eager" or "flash_attention_2"; the model's default if unset.
+        trust_remote_code: passed to `from_pretrained`.
+        use_chat_template: wrap each context in the processor's chat template when it has one.
+        system_prompt: a system turn before each context (a plain line when there is no chat template).
+        max_length: context window; defaults to the language model's `max_position_embeddings`.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        dtype: str = "float32",
+        attn_implementation: Optional[str] = None,
+        trust_remote_code: bool = False,
+        use_chat_template: bool = True,
+        system_prompt: Optional[str] = None,
+        max_length: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"model.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+        self.save_hyperparameters()
+        self.model: Optional[torch.nn.Module] = None
+        self.processor: Any = None
+
+    def configure_model(self) -> None:
+        """Load inside `configure_model` so sharded strategies can build the model in place."""
+        if self.model is not None:
+            return
+        path = resolve_pretrained(self.hparams.pretrained)
+        remote = self.hparams.trust_remote_code
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+        if not hasattr(self.processor, "tokenizer"):
+            raise ValueError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        kwargs: dict[str, Any] = {"dtype": DTYPES[self.hparams.dtype], "trust_remote_code": remote}
+        if self.hparams.attn_implementation:
+            kwargs["attn_implementation"] = self.hparams.attn_implementation
+        self.model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        self.model.eval()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        if self.hparams.max_length:
+            return self.hparams.max_length
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return int(getattr(text_config, "max_position_embeddings", 2048))
+
+    @property
+    def chat(self) -> bool:
+        return bool(self.hparams.use_chat_template and getattr(self.processor, "chat_template", None))
+
+    # --- prompts and tensors ------------------------------------------------------------------
+    def prompt(self, context: str, n_images: int) -> str:
+        """The text the processor sees: the chat template, or image tokens then the context."""
+        system = self.hparams.system_prompt
+        if self.chat:
+            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": context}]
+            messages = [{"role": "user", "content": content}]
+            if system:
+                messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        image_token = getattr(self.processor, "image_token", None)
+        if n_images and not image_token:
+            raise ValueError(
+                f"{type(self.processor).__name__} has no chat template and no `image_token`, so images cannot be placed"
+                " in the prompt; use a model folder whose processor defines one of them"
+            )
+        images = (image_token + "\n") * n_images  # a separator keeps adjacent images apart (Qwen2-VL needs it)
+        return (system + "\n" if system else "") + images + context
+
+    def encode(self, text: str, images: list[Any]) -> Row:
+        """One row: token tensors of shape (1, length) plus the image tensors (pixel values, grids, ...)."""
+        if not text:
+            text = self.tokenizer.bos_token or self.tokenizer.eos_token  # the first token needs something to follow
+        encoded = self.processor(
+            text=[text],
+            images=[to_rgb(image) for image in images] or None,
+            add_special_tokens=not self.chat,  # a chat template writes its own special tokens
+            return_tensors="pt",
+        )
+        return {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
+
+    def collate(self, rows: list[Row], padding_side: str) -> Row:
+        """Pad the per-token tensors to one width; concatenate the image tensors in row order, which is
+        the order in which the model fills its image tokens."""
+        width = max(row["input_ids"].shape[1] for row in rows)
+        keys = list(dict.fromkeys(key for row in rows for key in row))
+        batch: Row = {}
+        for key in keys:
+            present = [row for row in rows if key in row]
+            if all(self._per_token(row, key) for row in present):
+                fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
+                values = [row[key] if key in row else torch.zeros_like(row["input_ids"]) for row in rows]
+                batch[key] = torch.cat([F.pad(v, _pad_spec(v, width, padding_side), value=fill) for v in values])
+            else:
+                batch[key] = torch.cat([row[key] for row in present])
+        return batch
+
+    @staticmethod
+    def _per_token(row: Row, key: str) -> bool:
+        value, ids = row[key], row["input_ids"]
+        return key == "input_ids" or (value.dim() >= 2 and value.shape[:2] == ids.shape)
+
+    def to_model(self, batch: Row) -> Row:
+        dtype = next(self.model.parameters()).dtype
+        return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
+
+    def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
+        visuals = batch.visuals or [[] for _ in batch.requests]
+        if batch.request_type is RequestType.LOGLIKELIHOOD:
+            responses = self.loglikelihood(batch.requests, visuals)
+        else:
+            responses = self.generate_until(batch.requests, visuals)
+        if len(responses) != len(batch.requests):
+            raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
+        return responses
+
+    # --- requests -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
+        """Continuation tokens are those of prompt+continuation after the prompt's own tokens."""
+        visuals = visuals or [[] for _ in requests]
+        rows, lengths = [], []
+        for request, images in zip(requests, visuals):
+            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
+            if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
+                prompt, continuation = split_context(prompt, continuation)
+            n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
+            whole = self.encode(prompt + continuation, images)
+            n = whole["input_ids"].shape[1] - n_prompt
+            inputs = self._truncate({k: v[:, :-1] if self._per_token(whole, k) else v for k, v in whole.items()}, self.max_length, images) if n else whole
+            rows.append(inputs)
+            lengths.append((inputs["input_ids"].shape[1], whole["input_ids"][0, -n:] if n else whole["input_ids"][0, :0]))
+        batch = self.to_model(self.collate(rows, "right"))
+        logits = self.model(**batch).logits
+        responses = []
+        for i, (request, (length, target)) in enumerate(zip(requests, lengths)):
+            n = len(target)
+            row = F.log_softmax(logits[i, length - n : length].float(), dim=-1)
+            target = target.to(row.device)
+            logprob = row.gather(-1, target[:, None]).sum().item()
+            is_greedy = bool((row.argmax(-1) == target).all().item())
+            responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
+        return responses
+
+    @torch.no_grad()
+    def generate_until(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
+        """Left-padded batched generation, greedy unless the task samples, cut at the first stop string."""
+        visuals = visuals or [[] for _ in requests]
+        spec = requests[0].generation
+        budget = max(self.max_length - spec.max_new_tokens, 1)
+        rows = [self._truncate(self.encode(self.prompt(r.context, len(images)), images), budget, images) for r, images in zip(requests, visuals)]
+        batch = self.to_model(self.collate(rows, "left"))
+        width = batch["input_ids"].shape[1]
+        stops = tuple(s for s in spec.until if s)
+        criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, width)]) if stops else None
+        options: dict[str, Any] = {"do_sample": spec.do_sample}
+        if spec.do_sample:
+            options.update(temperature=spec.temperature, top_p=spec.top_p)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            # Seeded by the batch's first request, which is the same for every world size.
+            torch.manual_seed(requests[0].uid)
+            output = self.model.generate(
+                **batch,
+                max_new_tokens=spec.max_new_tokens,
+                stopping_criteria=criteria,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **options,
+            )
+        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        return [Response(uid=r.uid, text=cut_at_stops(t, stops)) for r, t in zip(requests, texts)]
+
+    def _truncate(self, row: Row, limit: int, images: list[Any]) -> Row:
+        """Keep the last `limit` tokens of a text-only row; image tokens cannot be cut without breaking the model."""
+        length = row["input_ids"].shape[1]
+        if length <= limit:
+            return row
+        if images:
+            raise ValueError(
+                f"a prompt with {len(images)} image(s) is {length} tokens, more than model.max_length ({limit} here);"
+                " raise model.max_length, use fewer few-shot examples or smaller images"
+            )
+        return {k: v[:, -limit:] if self._per_token(row, k) else v for k, v in row.items()}
+
+
+def _pad_spec(value: torch.Tensor, width: int, side: str) -> list[int]:
+    """`F.pad` amounts for dimension 1 of a (batch, length, ...) tensor."""
+    missing = width - value.shape[1]
+    trailing = [0, 0] * (value.dim() - 2)
+    return trailing + ([missing, 0] if side == "left" else [0, missing])
