@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+
+from lmm_lightning.errors import InputError
 from filelock import FileLock
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -109,10 +111,12 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def resolve_pretrained(name_or_path: str) -> str:
     """Map a local folder or a known asset name to a folder `from_pretrained` can load offline."""
     if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise InputError(f"model.pretrained: folder {name_or_path!r} has no config.json; expected a Hugging Face checkpoint folder")
         return name_or_path
     if name_or_path == SMOLLM2:
         return str(smollm2_folder())
-    raise FileNotFoundError(
-        f"Cannot resolve pretrained model {name_or_path!r}: it must be a local folder containing"
+    raise InputError(
+        f"model.pretrained: cannot resolve {name_or_path!r}: it must be a local folder containing"
         f" config.json (a Hugging Face checkpoint) or one of the known offline assets: {list(KNOWN_ASSETS)}."
     )

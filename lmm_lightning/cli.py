@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from lmm_lightning.data import BenchmarkDataModule
+from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.models import EvalModule
 
@@ -86,15 +87,19 @@ def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else args
     if args and args[0] == "tasks":
         sys.exit(list_tasks(args[1:]))
-    EvalCLI(
-        EvalModule,
-        BenchmarkDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        trainer_defaults=TRAINER_DEFAULTS,
-        args=args,
-    )
+    try:
+        EvalCLI(
+            EvalModule,
+            BenchmarkDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            trainer_defaults=TRAINER_DEFAULTS,
+            args=args,
+        )
+    except InputError as err:
+        print(f"lmm-lightning: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INPUT_ERROR)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,20 @@ def test_sampler_is_a_distributed_sampler_yielding_its_plan():
     sampler = PaddedDistributedSampler(requests, requests, 4, num_replicas=2, rank=1)
     assert isinstance(sampler, DistributedSampler)
     assert list(sampler) == plan_rank(requests, 4, 2, 1) and len(sampler) == len(sampler.plan)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_done_batches_are_skipped_and_the_rest_keep_their_composition(world_size):
+    requests = make_requests(40, 7)
+    batches = global_batches(requests, 4)
+    done = {r.uid for b in batches[::2] for r in b}  # every other batch answered by an earlier run
+    plans = [plan_rank(requests, 4, world_size, rank, done) for rank in range(world_size)]
+    real = [b.uids for p in plans for b in p if not any(b.padding)]
+    assert set(real) == {tuple(r.uid for r in b) for b in batches[1::2]}
+    assert len({len(p) for p in plans}) == 1
+
+
+def test_fully_answered_run_still_runs_one_padding_batch_per_rank():
+    requests = make_requests(5, 2)
+    plans = [plan_rank(requests, 4, 2, rank, {r.uid for r in requests}) for rank in range(2)]
+    assert all(len(p) == 1 and p[0].padding == (True,) for p in plans)

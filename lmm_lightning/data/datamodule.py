@@ -4,12 +4,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import datasets
+import jinja2
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
 from lmm_lightning.requests import Request, RequestType
-from lmm_lightning.tasks import GroupSpec, Task, resolve
+from lmm_lightning.errors import InputError
+from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, resolve
 from lmm_lightning.tasks.task import select_range
 
 
@@ -76,7 +78,26 @@ class RequestDataset(Dataset):
 
     def _visuals(self, request: Request) -> list[Any]:
         entry = self.documents.get(request.task)
-        return entry.visuals(request.doc_id) if entry is not None and request.context else []
+        if entry is None or not request.context:
+            return []
+        try:
+            return entry.visuals(request.doc_id)
+        except Exception as err:  # noqa: BLE001 - a missing or corrupt image, whatever the decoder raises
+            raise InputError(f"task '{request.task}', doc_id {request.doc_id}: cannot load its image: {type(err).__name__}: {err}") from None
+
+
+def _load(task: Task, split: Optional[str], where: Any) -> datasets.Dataset:
+    """Load a split, turning the many ways this fails into one message naming the task file."""
+    try:
+        return task.load_split(split)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for missing files or hubs
+        spec = task.spec
+        raise InputError(
+            f"{where}: cannot load split '{split or spec.test_split}' (dataset_path={spec.dataset_path!r}, "
+            f"dataset_name={spec.dataset_name!r}, data_files={spec.data_files!r}): {type(err).__name__}: {err}"
+        ) from None
 
 
 def _keep_batch(batch: RequestBatch) -> RequestBatch:
@@ -108,7 +129,7 @@ class BenchmarkDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not tasks:
-            raise ValueError("data.tasks is empty: give at least one task name, YAML path or folder")
+            raise InputError("data.tasks is empty: give at least one task name, YAML path or folder")
         self.task_names = list(tasks)
         self.limit = limit
         self.offset = offset
@@ -120,6 +141,7 @@ class BenchmarkDataModule(LightningDataModule):
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
         self.requests: list[Request] = []
+        self.done_uids: set[int] = set()  # answered by an earlier run (set by the evaluation callback)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.requests:
@@ -127,23 +149,37 @@ class BenchmarkDataModule(LightningDataModule):
         resolved = resolve(self.task_names, self.include_path)
         self.groups, self.group_subtasks = resolved.groups, resolved.subtasks
         for spec in resolved.tasks:
-            task = Task(spec, seed=self.seed)
-            split = task.load_split()
-            if len(split) == 0:
-                raise ValueError(f"{spec.source}: split '{spec.test_split}' of task '{task.name}' has no documents")
-            images = image_columns(split)
-            text_split = split.remove_columns(images) if images else split
-            if spec.num_fewshot:
-                pool = text_split if spec.fewshot_split is None else task.load_split(spec.fewshot_split)
-                pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
-                task.fewshot_pool = list(enumerate(pool.to_list()))
+            self._setup_task(spec)
+
+    def _setup_task(self, spec: TaskSpec) -> None:
+        where = spec.source or spec.task
+        task = Task(spec, seed=self.seed)
+        split = _load(task, None, where)
+        if len(split) == 0:
+            raise InputError(f"{where}: split '{spec.test_split}' of task '{task.name}' has no documents")
+        images = image_columns(split)
+        text_split = split.remove_columns(images) if images else split
+        if spec.num_fewshot:
+            pool = text_split if spec.fewshot_split is None else _load(task, spec.fewshot_split, where)
+            pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
+            task.fewshot_pool = list(enumerate(pool.to_list()))
+        try:
             selected = select_range(len(split), self.limit, self.offset)
-            docs = text_split.select(selected).to_list()
-            rows = split.select(selected) if task.has_visuals else None
-            positions = {doc_id: i for i, doc_id in enumerate(selected)}
-            self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
-            for doc_id, doc in zip(selected, docs):
+        except ValueError as err:
+            raise InputError(f"task '{task.name}' ({len(split)} documents): data.limit/data.offset: {err}") from None
+        docs = text_split.select(selected).to_list()
+        rows = split.select(selected) if task.has_visuals else None
+        positions = {doc_id: i for i, doc_id in enumerate(selected)}
+        self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
+        for doc_id, doc in zip(selected, docs):
+            try:
                 self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
+            except InputError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError, jinja2.TemplateError) as err:
+                raise InputError(
+                    f"{where}: document {doc_id}: {type(err).__name__}: {err}; the document has columns {sorted(doc)}"
+                ) from None
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -153,7 +189,7 @@ class BenchmarkDataModule(LightningDataModule):
         world_size = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
         dataset = RequestDataset(self.requests, self.documents)
-        sampler = PaddedDistributedSampler(dataset, self.requests, self.batch_size, world_size, rank)
+        sampler = PaddedDistributedSampler(dataset, self.requests, self.batch_size, world_size, rank, self.done_uids)
         return DataLoader(
             dataset,
             sampler=sampler,

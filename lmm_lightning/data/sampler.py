@@ -8,12 +8,13 @@ operations inside the model (FSDP, synced generation) never wait on a rank that 
 """
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Union
 
 from torch.utils.data import Dataset, DistributedSampler
 
+from lmm_lightning.errors import InputError
 from lmm_lightning.requests import Request, RequestType
 
 BatchSize = Union[int, dict[str, int]]
@@ -29,8 +30,8 @@ class BatchIndex:
 
 def batch_size_for(batch_size: BatchSize, request_type: RequestType) -> int:
     size = batch_size.get(request_type.value, 1) if isinstance(batch_size, dict) else batch_size
-    if size < 1:
-        raise ValueError(f"batch size for {request_type.value} must be at least 1, got {size}")
+    if not isinstance(size, int) or size < 1:
+        raise InputError(f"data.batch_size: batch size for {request_type.value} must be at least 1, got {size}")
     return size
 
 
@@ -53,10 +54,18 @@ def global_batches(requests: Sequence[Request], batch_size: BatchSize) -> list[l
     return batches
 
 
-def plan_rank(requests: Sequence[Request], batch_size: BatchSize, num_replicas: int, rank: int) -> list[BatchIndex]:
-    """The batches one rank runs: strided over each group's batches, padded to the longest rank."""
+def plan_rank(
+    requests: Sequence[Request], batch_size: BatchSize, num_replicas: int, rank: int, done: AbstractSet[int] = frozenset()
+) -> list[BatchIndex]:
+    """The batches one rank runs: strided over each group's batches, padded to the longest rank.
+
+    Batches whose requests are all `done` (answered by an earlier run) are left out; the rest keep
+    their global composition, so a resumed run computes exactly what an uninterrupted one would.
+    """
     by_group: dict[tuple, list[list[Request]]] = {}
     for batch in global_batches(requests, batch_size):
+        if done and all(r.uid in done for r in batch):
+            continue
         by_group.setdefault(_group_key(batch[0]), []).append(batch)
     plan: list[BatchIndex] = []
     for key in sorted(by_group):
@@ -66,6 +75,10 @@ def plan_rank(requests: Sequence[Request], batch_size: BatchSize, num_replicas: 
         last = mine[-1][-1] if mine else batches[-1][-1]
         missing = math.ceil(len(batches) / num_replicas) - len(mine)
         plan.extend(BatchIndex((last.uid,), (True,)) for _ in range(missing))
+    if not plan and requests:
+        # Everything was answered by an earlier run: one padding batch keeps the predict loop (and
+        # the gathers at its end) running on every rank instead of being skipped.
+        plan.append(BatchIndex((requests[0].uid,), (True,)))
     return plan
 
 
@@ -75,9 +88,17 @@ class PaddedDistributedSampler(DistributedSampler):
     Lightning keeps it as it is because it already is a `DistributedSampler`.
     """
 
-    def __init__(self, dataset: Dataset, requests: Sequence[Request], batch_size: BatchSize, num_replicas: int, rank: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        requests: Sequence[Request],
+        batch_size: BatchSize,
+        num_replicas: int,
+        rank: int,
+        done: AbstractSet[int] = frozenset(),
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.plan = plan_rank(requests, batch_size, num_replicas, rank)
+        self.plan = plan_rank(requests, batch_size, num_replicas, rank, done)
 
     def __iter__(self) -> Iterator[BatchIndex]:
         return iter(self.plan)

@@ -1,5 +1,7 @@
 """The EvaluationCallback: collect responses per rank, gather to rank 0, score, write."""
 
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -8,6 +10,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
+from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
+from lmm_lightning.evaluation.failfast import FailFast
+from lmm_lightning.evaluation.store import ResponseStore, config_digest, request_key
+from lmm_lightning.models.base import EvalModule
 from lmm_lightning.evaluation.scoring import TaskResult, check_exactly_once, score_group, score_task
 from lmm_lightning.requests import Response
 
@@ -21,6 +27,7 @@ class EvaluationCallback(Callback):
         log_samples: write one samples_<task>.jsonl line per document.
         seed: seed of the bootstrap.
         print_table: print the results table on rank 0.
+        resume: reuse responses stored in `output_dir` by an earlier run of the same evaluation.
     """
 
     def __init__(
@@ -30,14 +37,56 @@ class EvaluationCallback(Callback):
         log_samples: bool = True,
         seed: int = 1234,
         print_table: bool = True,
+        resume: bool = True,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.bootstrap_iters = bootstrap_iters
         self.log_samples = log_samples
         self.seed = seed
         self.print_table = print_table
+        self.resume = resume
         self.collector: Optional[ResponseCollector] = None
         self.results: Optional[dict[str, Any]] = None
+        self.store: Optional[ResponseStore] = None
+        self.keys: list[str] = []
+        self.resumed: dict[int, Response] = {}
+        self.failfast: Optional[FailFast] = None
+        self.failure_message: Optional[str] = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Key every request and skip those an earlier run already answered (the datamodule is set up)."""
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, BenchmarkDataModule):
+            raise TypeError("EvaluationCallback needs the Trainer to run a BenchmarkDataModule")
+        model = config_digest(pl_module.identity() if isinstance(pl_module, EvalModule) else type(pl_module).__name__)
+        configs = {name: config_digest({**task.spec.to_dict(), "source": None}) for name, task in datamodule.tasks.items()}
+        self.keys = [request_key(r, configs[r.task], model) for r in datamodule.requests]
+        self.store = ResponseStore(self.output_dir, trainer.global_rank)
+        stored = self.store.load() if self.resume else {}
+        self.resumed = {
+            uid: replace(stored[key], uid=uid) for uid, key in enumerate(self.keys) if key in stored
+        }
+        datamodule.done_uids = set(self.resumed)
+        self.failfast = FailFast(trainer.global_rank, launched=getattr(trainer.strategy.launcher, "procs", None))
+        self.failfast.start()
+
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self.current_batch = batch
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Name the rank, task, documents and cause, and tell the other ranks to stop."""
+        where = ""
+        batch = getattr(self, "current_batch", None)
+        if batch is not None:
+            tasks = sorted({r.task for r in batch.requests})
+            docs = sorted({r.doc_id for r in batch.requests})
+            where = f" on task {', '.join(tasks)}, doc_id {', '.join(map(str, docs[:8]))}{' ...' if len(docs) > 8 else ''}"
+        message = f"rank {trainer.global_rank} failed{where}: {type(exception).__name__}: {exception}"
+        self.failure_message = message
+        if self.failfast is not None:
+            self.failfast.report(message, EXIT_INPUT_ERROR if isinstance(exception, InputError) else EXIT_FAILURE)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.collector = ResponseCollector().to(pl_module.device)
@@ -46,15 +95,22 @@ class EvaluationCallback(Callback):
     def on_predict_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: list[Response], batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
+        self.current_batch = None
+        self.store.append((self.keys[r.uid], r) for r, padding in zip(outputs, batch.padding) if not padding)
         self.collector.update(outputs, batch.padding)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self.failfast is not None and self.failure_message is None:
+            self.failfast.stop()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         gathered = self.collector.compute()  # a collective: every rank takes part
+        self.failfast.stop()  # every rank got here; from now on a rank may exit early
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        if not isinstance(datamodule, BenchmarkDataModule):
-            raise TypeError("EvaluationCallback needs the Trainer to run a BenchmarkDataModule")
         self.results = self.evaluate(datamodule, gathered, trainer.world_size, pl_module)
         write_outputs(self.output_dir, self.results, self.task_results, self.log_samples)
         if self.print_table:
@@ -63,7 +119,9 @@ class EvaluationCallback(Callback):
     def evaluate(
         self, datamodule: BenchmarkDataModule, gathered: list, world_size: int, pl_module: LightningModule
     ) -> dict[str, Any]:
-        answers, padded = check_exactly_once(datamodule.requests, gathered)
+        resumed = [(response, False) for response in self.resumed.values()]
+        answers, padded = check_exactly_once(datamodule.requests, gathered + resumed)
+        resumed_by_task = Counter(datamodule.requests[uid].task for uid in self.resumed)
         by_task: dict[str, list] = {name: [] for name in datamodule.documents}
         for request in datamodule.requests:
             by_task[request.task].append(request)
@@ -71,6 +129,7 @@ class EvaluationCallback(Callback):
         for name, requests in by_task.items():
             result = score_task(datamodule.documents[name], requests, answers, self.bootstrap_iters, self.seed)
             result.integrity.padded = padded[name]
+            result.integrity.resumed = resumed_by_task[name]
             self.task_results.append(result)
         config = {
             "model": type(pl_module).__name__,

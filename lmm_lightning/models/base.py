@@ -6,7 +6,23 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lmm_lightning.data.datamodule import RequestBatch
+from lmm_lightning.errors import InputError
 from lmm_lightning.requests import Request, RequestType, Response
+
+
+class InvalidResponse(InputError):
+    """A model returned something that is not an answer to its request."""
+
+
+def check_response(model: Any, request: Request, response: Response) -> None:
+    """Refuse a response that cannot be scored, naming the model, task and document."""
+    where = f"{type(model).__name__} on task '{request.task}', doc_id {request.doc_id}"
+    if response.uid != request.uid:
+        raise InvalidResponse(f"{where}: response for request {response.uid} returned in place of request {request.uid}")
+    if request.request_type is RequestType.GENERATE_UNTIL and not isinstance(response.text, str):
+        raise InvalidResponse(f"{where}: generation must be a string, got {type(response.text).__name__}")
+    if request.request_type is RequestType.LOGLIKELIHOOD and not isinstance(response.logprob, float):
+        raise InvalidResponse(f"{where}: loglikelihood must be a float, got {type(response.logprob).__name__}")
 
 
 class EvalModule(LightningModule):
@@ -27,6 +43,8 @@ class EvalModule(LightningModule):
             responses = self.generate_until(batch.requests)
         if len(responses) != len(batch.requests):
             raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
+        for request, response in zip(batch.requests, responses):
+            check_response(self, request, response)
         return responses
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from lmm_lightning.assets import resolve_pretrained
+from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.requests import GenerationSpec, Request, Response
 
@@ -83,8 +84,11 @@ class HFCausalLM(EvalModule):
     ) -> None:
         super().__init__()
         if dtype not in DTYPES:
-            raise ValueError(f"model.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-        self.save_hyperparameters()
+            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+        # Explicit, so subclasses with extra arguments keep the same hyperparameters (and identity).
+        self.save_hyperparameters(
+            {"pretrained": pretrained, "dtype": dtype, "max_length": max_length, "trust_remote_code": trust_remote_code}
+        )
         self.model: Optional[torch.nn.Module] = None
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
 

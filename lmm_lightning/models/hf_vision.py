@@ -140,7 +140,8 @@ class HFVisionLM(EvalModule):
         return key == "input_ids" or (value.dim() >= 2 and value.shape[:2] == ids.shape)
 
     def to_model(self, batch: Row) -> Row:
-        dtype = next(self.model.parameters()).dtype
+        """Move a batch to the model's device, pixel values in the model's dtype."""
+        dtype = DTYPES[self.hparams.dtype]
         return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
 
     def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
@@ -158,28 +159,30 @@ class HFVisionLM(EvalModule):
     def loglikelihood(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
         """Continuation tokens are those of prompt+continuation after the prompt's own tokens."""
         visuals = visuals or [[] for _ in requests]
-        rows, lengths = [], []
-        for request, images in zip(requests, visuals):
-            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
-            if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
-                prompt, continuation = split_context(prompt, continuation)
-            n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
-            whole = self.encode(prompt + continuation, images)
-            n = whole["input_ids"].shape[1] - n_prompt
-            inputs = self._truncate({k: v[:, :-1] if self._per_token(whole, k) else v for k, v in whole.items()}, self.max_length, images) if n else whole
-            rows.append(inputs)
-            lengths.append((inputs["input_ids"].shape[1], whole["input_ids"][0, -n:] if n else whole["input_ids"][0, :0]))
-        batch = self.to_model(self.collate(rows, "right"))
-        logits = self.model(**batch).logits
+        rows, targets = zip(*(self.scored_row(r, images) for r, images in zip(requests, visuals)))
+        logits = self.model(**self.to_model(self.collate(list(rows), "right"))).logits
         responses = []
-        for i, (request, (length, target)) in enumerate(zip(requests, lengths)):
-            n = len(target)
-            row = F.log_softmax(logits[i, length - n : length].float(), dim=-1)
-            target = target.to(row.device)
-            logprob = row.gather(-1, target[:, None]).sum().item()
-            is_greedy = bool((row.argmax(-1) == target).all().item())
+        for i, (request, row, target) in enumerate(zip(requests, rows, targets)):
+            end = row["input_ids"].shape[1]
+            logprobs = F.log_softmax(logits[i, end - len(target) : end].float(), dim=-1)
+            target = target.to(logprobs.device)
+            logprob = logprobs.gather(-1, target[:, None]).sum().item()
+            is_greedy = bool((logprobs.argmax(-1) == target).all().item())
             responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
         return responses
+
+    def scored_row(self, request: Request, images: list[Any]) -> tuple[Row, torch.Tensor]:
+        """The model inputs for one request (prompt+continuation less its last token) and the continuation tokens."""
+        prompt, continuation = self.prompt(request.context, len(images)), request.continuation
+        if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
+            prompt, continuation = split_context(prompt, continuation)
+        n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
+        whole = self.encode(prompt + continuation, images)
+        target = whole["input_ids"][0, n_prompt:]
+        if len(target) == 0:
+            return whole, target
+        inputs = {k: v[:, :-1] if self._per_token(whole, k) else v for k, v in whole.items()}
+        return self._truncate(inputs, self.max_length, images), target
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
@@ -187,7 +190,10 @@ class HFVisionLM(EvalModule):
         visuals = visuals or [[] for _ in requests]
         spec = requests[0].generation
         budget = max(self.max_length - spec.max_new_tokens, 1)
-        rows = [self._truncate(self.encode(self.prompt(r.context, len(images)), images), budget, images) for r, images in zip(requests, visuals)]
+        rows = [
+            self._truncate(self.encode(self.prompt(r.context, len(images)), images), budget, images)
+            for r, images in zip(requests, visuals)
+        ]
         batch = self.to_model(self.collate(rows, "left"))
         width = batch["input_ids"].shape[1]
         stops = tuple(s for s in spec.until if s)

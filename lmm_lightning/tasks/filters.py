@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmm_lightning.errors import InputError
+
 Step = Callable[[list[str]], list[str]]
 
 DEFAULT_FALLBACK = "[invalid]"
 
 
-class FilterSpecError(ValueError):
+class FilterSpecError(InputError):
     """A filter pipeline is malformed; the message says where and what to change."""
 
 

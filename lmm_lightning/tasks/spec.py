@@ -6,10 +6,12 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from lmm_lightning.errors import InputError
+
 OUTPUT_TYPES = ("multiple_choice", "generate_until", "loglikelihood")
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(InputError):
     """A task YAML is malformed; the message names the file and the field."""
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional, Union
 
 import datasets
 
+from lmm_lightning.errors import InputError
 from lmm_lightning.metrics import acc, acc_norm, anls, exact_match, relaxed_accuracy, vqa_accuracy
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 from lmm_lightning.tasks.filters import apply_pipeline, build_pipeline
@@ -175,7 +176,7 @@ class Task:
             return []
         pool = [d for i, d in self.fewshot_pool if not (self.fewshot_same_split and i == doc_id)]
         if len(pool) < k:
-            raise ValueError(f"{self.spec.source}: num_fewshot is {k} but only {len(pool)} few-shot documents exist")
+            raise InputError(f"{self.spec.source}: field 'num_fewshot' is {k} but only {len(pool)} few-shot documents exist")
         rng = random.Random(f"{self.seed}:{self.name}:{doc_id}")
         return rng.sample(pool, k)
 

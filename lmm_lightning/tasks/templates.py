@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional, Union
 
 import jinja2
 
+from lmm_lightning.errors import InputError
+
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
@@ -63,7 +65,7 @@ def resolve_reference(reference: str, root: Optional[Path], where: str) -> Calla
         else:
             module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"{where}: cannot import module '{module_name}' for {reference!r}: {err}") from None
+        raise InputError(f"{where}: cannot import module '{module_name}' for {reference!r}: {err}") from None
     if not hasattr(module, function):
-        raise ValueError(f"{where}: module '{module_name}' has no function '{function}'")
+        raise InputError(f"{where}: module '{module_name}' has no function '{function}'")
     return getattr(module, function)
