@@ -128,8 +128,6 @@ class BenchmarkDataModule(LightningDataModule):
         seed: int = 1234,
     ) -> None:
         super().__init__()
-        if not tasks:
-            raise InputError("data.tasks is empty: give at least one task name, YAML path or folder")
         self.task_names = list(tasks)
         self.limit = limit
         self.offset = offset
@@ -146,6 +144,8 @@ class BenchmarkDataModule(LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.requests:
             return
+        if not self.task_names:
+            raise InputError("data.tasks is empty: give at least one task name, YAML path or folder")
         resolved = resolve(self.task_names, self.include_path)
         self.groups, self.group_subtasks = resolved.groups, resolved.subtasks
         for spec in resolved.tasks:

@@ -37,6 +37,7 @@ class Integrity:
     padded: int = 0
     dropped: int = 0
     resumed: int = 0
+    empty_generations: int = 0  # legitimate (the model stopped at once) but worth seeing
 
 
 @dataclass
@@ -130,7 +131,10 @@ def score_task(
                 record.setdefault("stability", {}).setdefault(key, {})[stat] = float(v)
             corpus_name = STABILITY_NAMES[stat]
             metrics[(f"{metric}_{corpus_name}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
-    integrity = Integrity(documents=len(records), requests_expected=len(requests), requests_answered=len(requests))
+    empty = sum(1 for r in requests if r.request_type is RequestType.GENERATE_UNTIL and answers[r.uid].text == "")
+    integrity = Integrity(
+        documents=len(records), requests_expected=len(requests), requests_answered=len(requests), empty_generations=empty
+    )
     return TaskResult(task.name, records, metrics, integrity)
 
 

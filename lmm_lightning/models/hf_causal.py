@@ -83,8 +83,6 @@ class HFCausalLM(EvalModule):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
         # Explicit, so subclasses with extra arguments keep the same hyperparameters (and identity).
         self.save_hyperparameters(
             {"pretrained": pretrained, "dtype": dtype, "max_length": max_length, "trust_remote_code": trust_remote_code}
@@ -96,6 +94,8 @@ class HFCausalLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
+        if self.hparams.dtype not in DTYPES:
+            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {self.hparams.dtype!r}")
         path = resolve_pretrained(self.hparams.pretrained)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if self.tokenizer.pad_token_id is None:

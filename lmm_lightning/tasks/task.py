@@ -195,6 +195,9 @@ class Task:
         kind = self.spec.output_type
         if kind == "multiple_choice":
             choices = [self.spec.target_delimiter + c for c in self.doc_to_choice(doc)]
+            target = self.doc_to_target(doc)  # checked now, not after the model has run
+            if not 0 <= target < len(choices):
+                raise ValueError(f"target index {target} is out of range for {len(choices)} choices")
             requests = [
                 make(i, request_type=RequestType.LOGLIKELIHOOD, context=context, continuation=c, choice_index=i)
                 for i, c in enumerate(choices)
