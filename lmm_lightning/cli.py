@@ -6,12 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation import EvaluationCallback
+from lmm_lightning.evaluation.progress import EvalProgressBar
 from lmm_lightning.models import EvalModule
 
 DEFAULT_TIMEOUT_S = 60_000
@@ -26,6 +28,15 @@ def strategy_with_timeout(strategy: Any, timeout_s: int) -> Any:
     if strategy == "fsdp":
         return FSDPStrategy(timeout=timeout)
     return strategy
+
+
+def with_progress_bar(config: dict[str, Any], callbacks: list) -> list:
+    """Add the per-task world progress bar unless progress bars are off or the user chose one."""
+    given = config.get("callbacks") or []
+    given = given if isinstance(given, list) else [given]
+    if config.get("enable_progress_bar") is False or any(isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+        return callbacks
+    return [*callbacks, EvalProgressBar()]
 
 
 def launched_by_torchrun() -> bool:
@@ -60,7 +71,7 @@ class EvalCLI(LightningCLI):
             if config.get("strategy") in ("auto", None):
                 config["strategy"] = "ddp"
         config["strategy"] = strategy_with_timeout(config.get("strategy"), timeout_s)
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
 
 
 def list_tasks(args: list[str]) -> int:
@@ -87,6 +98,10 @@ def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else args
     if args and args[0] == "tasks":
         sys.exit(list_tasks(args[1:]))
+    if args and args[0] == "compare":
+        from lmm_lightning.compare import main as compare
+
+        sys.exit(compare(args[1:]))
     try:
         EvalCLI(
             EvalModule,

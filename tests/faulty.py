@@ -13,7 +13,8 @@ from lmm_lightning.requests import Response
 class FaultyLM(HFCausalLM):
     """`HFCausalLM` that, on rank `fail_rank`, raises or SIGKILLs itself at batch `fail_at_batch`.
 
-    Its identity is the plain model's, so a rerun with `HFCausalLM` resumes from its store.
+    Its identity (class name aside, the same hyperparameters) is the plain model's, so a rerun with
+    `HFCausalLM` resumes from its store.
     """
 
     def __init__(
@@ -24,7 +25,7 @@ class FaultyLM(HFCausalLM):
         self.batches = 0
 
     def identity(self) -> dict[str, Any]:
-        return {"class": "HFCausalLM", "pretrained": self.hparams.pretrained, "dtype": "float32", "max_length": None, "trust_remote_code": False}
+        return {**super().identity(), "class": "HFCausalLM"}
 
     def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
         time.sleep(self.delay_s)

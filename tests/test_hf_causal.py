@@ -113,3 +113,35 @@ def test_sampled_generation_is_seeded_by_the_batch(lm):
     torch.manual_seed(999)  # whatever ran before does not matter
     assert [r.text for r in lm.generate_until(requests)] == first
     assert len(set(first)) > 1  # repeats really sample
+
+
+def test_shared_context_reuse_matches_separate_forwards(tiny_model):
+    """A multiple-choice batch: contexts run once and serve every choice, with the same log-probs."""
+    contexts = ["Question: What is the capital of France? Answer:", "one two three four", "red green"]
+    choices = [" Paris", " Berlin", " Madrid la Vella", " five six seven eight nine"]
+    requests = [
+        Request(len(contexts) * j + i, "t", i, RequestType.LOGLIKELIHOOD, c, k, j)
+        for i, c in enumerate(contexts)
+        for j, k in enumerate(choices)
+    ]
+    shared = HFCausalLM(pretrained=str(tiny_model), reuse_context=True)
+    separate = HFCausalLM(pretrained=str(tiny_model), reuse_context=False)
+    shared.configure_model()
+    separate.configure_model()
+    a, b = shared.loglikelihood(requests), separate.loglikelihood(requests)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    for request, x, y in zip(requests, a, b):
+        direct = direct_loglikelihood(model, tokenizer, request.context, request.continuation)
+        assert x.logprob == pytest.approx(direct, abs=1e-4) and y.logprob == pytest.approx(direct, abs=1e-4)
+        assert x.is_greedy == y.is_greedy
+
+
+def test_chat_template_wraps_the_context(tiny_model):
+    module = HFCausalLM(pretrained=str(tiny_model), use_chat_template=True, system_prompt="Be brief.")
+    module.configure_model()
+    module.tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    assert module.prompt("Hi?") == "<system>Be brief.<user>Hi?<assistant>"
+    plain = HFCausalLM(pretrained=str(tiny_model))
+    plain.configure_model()
+    assert plain.prompt("Hi?") == "Hi?"

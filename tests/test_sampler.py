@@ -43,7 +43,7 @@ def test_sampler_properties(n_ll, n_gen, world_size, batch_size):
             assert len({requests[u].generation for u in batch.uids}) == 1
             if any(batch.padding):
                 assert all(batch.padding) and len(batch.uids) == 1  # padding is flagged, never mixed
-            lengths = [requests[u].length for u in batch.uids]
+            lengths = [len(requests[u].context) for u in batch.uids]  # longest first
             assert lengths == sorted(lengths, reverse=True)
 
 
@@ -92,3 +92,9 @@ def test_fully_answered_run_still_runs_one_padding_batch_per_rank():
     requests = make_requests(5, 2)
     plans = [plan_rank(requests, 4, 2, rank, {r.uid for r in requests}) for rank in range(2)]
     assert all(len(p) == 1 and p[0].padding == (True,) for p in plans)
+
+
+def test_choices_of_a_question_stay_in_one_batch():
+    requests = [Request(i, "t", i // 4, RequestType.LOGLIKELIHOOD, f"question {i // 4:02d}?", f" choice {i % 4}" * (1 + i % 3)) for i in range(40)]
+    for batch in global_batches(requests, 8):
+        assert len({r.doc_id for r in batch}) == 2

@@ -41,6 +41,14 @@ def _group_key(request: Request) -> tuple:
     return (order, 0, ()) if order == 0 else (order, gen.max_new_tokens, gen.until)
 
 
+def _sort_key(request: Request) -> tuple:
+    """Longest first; requests sharing a context (the choices of a question) stay side by side so a
+    model can run their context once."""
+    if request.request_type is RequestType.LOGLIKELIHOOD:
+        return (-len(request.context), request.context, -len(request.continuation), request.uid)
+    return (-request.length, request.uid)
+
+
 def global_batches(requests: Sequence[Request], batch_size: BatchSize) -> list[list[Request]]:
     """Homogeneous batches (one request type and generation setting each), longest requests first."""
     groups: dict[tuple, list[Request]] = {}
@@ -48,7 +56,7 @@ def global_batches(requests: Sequence[Request], batch_size: BatchSize) -> list[l
         groups.setdefault(_group_key(request), []).append(request)
     batches = []
     for key in sorted(groups):
-        group = sorted(groups[key], key=lambda r: (-r.length, r.uid))
+        group = sorted(groups[key], key=_sort_key)
         size = batch_size_for(batch_size, group[0].request_type)
         batches.extend(group[i : i + size] for i in range(0, len(group), size))
     return batches

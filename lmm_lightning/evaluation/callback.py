@@ -9,6 +9,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
 from lmm_lightning.evaluation.gather import ResponseCollector
+from lmm_lightning.evaluation.hub import push_results, split_target
+from lmm_lightning.evaluation.tensorboard import log_results
 from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation.failfast import FailFast
@@ -28,6 +30,9 @@ class EvaluationCallback(Callback):
         seed: seed of the bootstrap.
         print_table: print the results table on rank 0.
         resume: reuse responses stored in `output_dir` by an earlier run of the same evaluation.
+        log_samples_to_logger: sample records per task sent to the trainer's loggers as a table (TensorBoard, W&B).
+        log_images_to_logger: images per vision task sent to those loggers, captioned with question and answer.
+        push_to_hub: a Hub dataset repo ("org/name", or "org/name/folder") to upload results.json and samples to.
     """
 
     def __init__(
@@ -38,6 +43,9 @@ class EvaluationCallback(Callback):
         seed: int = 1234,
         print_table: bool = True,
         resume: bool = True,
+        log_samples_to_logger: int = 8,
+        log_images_to_logger: int = 4,
+        push_to_hub: Optional[str] = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.bootstrap_iters = bootstrap_iters
@@ -45,6 +53,11 @@ class EvaluationCallback(Callback):
         self.seed = seed
         self.print_table = print_table
         self.resume = resume
+        self.log_samples_to_logger = log_samples_to_logger
+        self.log_images_to_logger = log_images_to_logger
+        self.push_to_hub = push_to_hub
+        if push_to_hub:
+            split_target(push_to_hub)  # a malformed repo id fails now, not after the evaluation
         self.collector: Optional[ResponseCollector] = None
         self.results: Optional[dict[str, Any]] = None
         self.store: Optional[ResponseStore] = None
@@ -69,6 +82,9 @@ class EvaluationCallback(Callback):
         datamodule.done_uids = set(self.resumed)
         self.failfast = FailFast(trainer.global_rank, launched=getattr(trainer.strategy.launcher, "procs", None))
         self.failfast.start()
+        if trainer.loggers:
+            # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
+            trainer.enable_autolog_hparams = False
 
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
@@ -115,6 +131,13 @@ class EvaluationCallback(Callback):
         write_outputs(self.output_dir, self.results, self.task_results, self.log_samples)
         if self.print_table:
             print(format_table(self.results), flush=True)
+        log_results(
+            trainer.loggers, self.results, self.task_results, datamodule.documents,
+            self.log_samples_to_logger, self.log_images_to_logger,
+        )
+        if self.push_to_hub:
+            files = ["results.json"] + [f"samples_{r.name}.jsonl" for r in self.task_results if self.log_samples]
+            print(f"pushed results to {push_results(self.output_dir, self.push_to_hub, files)}", flush=True)
 
     def evaluate(
         self, datamodule: BenchmarkDataModule, gathered: list, world_size: int, pl_module: LightningModule

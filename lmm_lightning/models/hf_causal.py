@@ -57,6 +57,34 @@ def sampling_kwargs(spec: GenerationSpec, requests: list[Request]) -> dict:
     return {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
 
 
+def _pad_right(rows: list[list[int]], pad: int, width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = width or max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
+    """Sum of log-probs of the continuation tokens, and whether each is the argmax (from their logits rows)."""
+    logprobs = F.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(continuation, device=logprobs.device)
+    logprob = logprobs.gather(-1, target[:, None]).sum().item()
+    return logprob, bool((logprobs.argmax(-1) == target).all().item())
+
+
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
     for stop in stops:
         if stop:
@@ -73,6 +101,10 @@ class HFCausalLM(EvalModule):
         dtype: float32, bfloat16 or float16.
         max_length: context window used for truncation; defaults to the model's.
         trust_remote_code: passed to `from_pretrained`.
+        attn_implementation: e.g. "sdpa", "eager", "flash_attention_2"; the model's default when unset.
+        use_chat_template: wrap each context in the tokenizer's chat template (instruct models).
+        system_prompt: a system message for the chat template.
+        reuse_context: for requests sharing a context (multiple choice), run the context once.
     """
 
     def __init__(
@@ -81,11 +113,24 @@ class HFCausalLM(EvalModule):
         dtype: str = "float32",
         max_length: Optional[int] = None,
         trust_remote_code: bool = False,
+        attn_implementation: Optional[str] = None,
+        use_chat_template: bool = False,
+        system_prompt: Optional[str] = None,
+        reuse_context: bool = True,
     ) -> None:
         super().__init__()
         # Explicit, so subclasses with extra arguments keep the same hyperparameters (and identity).
         self.save_hyperparameters(
-            {"pretrained": pretrained, "dtype": dtype, "max_length": max_length, "trust_remote_code": trust_remote_code}
+            {
+                "pretrained": pretrained,
+                "dtype": dtype,
+                "max_length": max_length,
+                "trust_remote_code": trust_remote_code,
+                "attn_implementation": attn_implementation,
+                "use_chat_template": use_chat_template,
+                "system_prompt": system_prompt,
+                "reuse_context": reuse_context,
+            }
         )
         self.model: Optional[torch.nn.Module] = None
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
@@ -100,8 +145,9 @@ class HFCausalLM(EvalModule):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        extra = {"attn_implementation": self.hparams.attn_implementation} if self.hparams.attn_implementation else {}
         self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[self.hparams.dtype], trust_remote_code=self.hparams.trust_remote_code
+            path, dtype=DTYPES[self.hparams.dtype], trust_remote_code=self.hparams.trust_remote_code, **extra
         )
         self.model.eval()
 
@@ -111,31 +157,82 @@ class HFCausalLM(EvalModule):
             return self.hparams.max_length
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
+    def _encode(self, request: Request) -> tuple[list[int], list[int]]:
+        """Context and continuation tokens, truncated on the left to the context window."""
+        context_ids, continuation_ids = encode_pair(self.tokenizer, self.prompt(request.context), request.continuation)
+        overflow = len(context_ids) + len(continuation_ids) - (self.max_length + 1)
+        if overflow > 0:
+            context_ids = context_ids[overflow:] or context_ids[-1:]
+        return context_ids, continuation_ids
+
+    def prompt(self, context: str) -> str:
+        """The context as the model sees it: raw, or wrapped in the tokenizer's chat template."""
+        if not self.hparams.use_chat_template or not context:
+            return context
+        messages = ([{"role": "system", "content": self.hparams.system_prompt}] if self.hparams.system_prompt else [])
+        messages.append({"role": "user", "content": context})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     @torch.no_grad()
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
-        rows = []
-        for request in requests:
-            context_ids, continuation_ids = encode_pair(self.tokenizer, request.context, request.continuation)
-            tokens = (context_ids + continuation_ids)[-(self.max_length + 1) :]
-            rows.append((tokens[:-1], continuation_ids))
-        width = max(len(inputs) for inputs, _ in rows)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (inputs, _) in enumerate(rows):
-            input_ids[i, : len(inputs)] = torch.tensor(inputs)
-            mask[i, : len(inputs)] = 1
+        encoded = [self._encode(r) for r in requests]
+        if self.hparams.reuse_context:
+            scored = self._score_shared_contexts(encoded)
+        else:
+            scored = self._score_full(encoded)
+        return [Response(uid=r.uid, logprob=lp, is_greedy=g) for r, (lp, g) in zip(requests, scored)]
+
+    def _score_full(self, encoded: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """One right-padded forward over context + continuation for every request."""
+        rows = [(ctx + cont)[:-1] for ctx, cont in encoded]
+        input_ids, mask = _pad_right(rows, self.tokenizer.pad_token_id)
         logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        responses = []
-        for i, (request, (inputs, continuation_ids)) in enumerate(zip(requests, rows)):
-            n = len(continuation_ids)
-            row = logprobs[i, len(inputs) - n : len(inputs)]
-            target = torch.tensor(continuation_ids, device=row.device)
-            logprob = row.gather(-1, target[:, None]).sum().item()
-            is_greedy = bool((row.argmax(-1) == target).all().item())
-            responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
-        return responses
+        out = []
+        for i, (inputs, (_, cont)) in enumerate(zip(rows, encoded)):
+            out.append(_score(logits[i, len(inputs) - len(cont) : len(inputs)], cont))
+        return out
+
+    def _score_shared_contexts(self, encoded: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Each distinct context runs once; its cached keys/values serve all its continuations.
+
+        A 4-choice question costs one forward over the context plus one over the 4 short
+        continuations, instead of 4 forwards over context + continuation.
+        """
+        groups: dict[tuple[int, ...], int] = {}
+        group_of = [groups.setdefault(tuple(ctx), len(groups)) for ctx, _ in encoded]
+        contexts = [list(ctx) for ctx in groups]
+        ctx_ids, ctx_mask = _pad_left(contexts, self.tokenizer.pad_token_id)
+        positions = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.device
+        first = self.model(
+            input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device), position_ids=positions.to(device), use_cache=True
+        )
+        last_logits = first.logits[:, -1]  # predicts each continuation's first token
+        width = max(len(cont) for _, cont in encoded)
+        rest_logits = None
+        if width > 1:
+            index = torch.tensor(group_of, device=device)
+            cache = first.past_key_values
+            cache.reorder_cache(index)
+            rest = [cont[:-1] for _, cont in encoded]
+            rest_ids, rest_mask = _pad_right(rest, self.tokenizer.pad_token_id, width - 1)
+            lengths = ctx_mask.sum(-1)[group_of]
+            rest_positions = lengths[:, None] + torch.arange(width - 1)[None, :]
+            mask = torch.cat([ctx_mask[group_of], rest_mask], dim=1)
+            rest_logits = self.model(
+                input_ids=rest_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=rest_positions.to(device),
+                past_key_values=cache,
+                use_cache=False,
+            ).logits
+        out = []
+        for i, (_, cont) in enumerate(encoded):
+            row = last_logits[group_of[i]][None]
+            if len(cont) > 1:
+                row = torch.cat([row, rest_logits[i, : len(cont) - 1]], dim=0)
+            out.append(_score(row, cont))
+        return out
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request]) -> list[Response]:
@@ -143,7 +240,7 @@ class HFCausalLM(EvalModule):
         budget = max(self.max_length - spec.max_new_tokens, 1)
         self.tokenizer.padding_side = "left"
         encoded = self.tokenizer(
-            [r.context for r in requests], add_special_tokens=False, padding=True, return_tensors="pt"
+            [self.prompt(r.context) for r in requests], add_special_tokens=False, padding=True, return_tensors="pt"
         )
         input_ids = encoded.input_ids[:, -budget:].to(self.device)
         mask = encoded.attention_mask[:, -budget:].to(self.device)

@@ -8,7 +8,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCri
 
 from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.data.datamodule import RequestBatch
-from lmm_lightning.models.base import EvalModule
+from lmm_lightning.errors import InputError
+from lmm_lightning.models.base import EvalModule, check_response
 from lmm_lightning.models.hf_causal import DTYPES, _StopOnStrings, cut_at_stops, split_context
 from lmm_lightning.requests import Request, RequestType, Response
 
@@ -48,8 +49,6 @@ class HFVisionLM(EvalModule):
         max_length: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"model.dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
         self.save_hyperparameters()
         self.model: Optional[torch.nn.Module] = None
         self.processor: Any = None
@@ -58,11 +57,13 @@ class HFVisionLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
+        if self.hparams.dtype not in DTYPES:
+            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {self.hparams.dtype!r}")
         path = resolve_pretrained(self.hparams.pretrained)
         remote = self.hparams.trust_remote_code
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
         if not hasattr(self.processor, "tokenizer"):
-            raise ValueError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
+            raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         kwargs: dict[str, Any] = {"dtype": DTYPES[self.hparams.dtype], "trust_remote_code": remote}
@@ -99,7 +100,7 @@ class HFVisionLM(EvalModule):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         image_token = getattr(self.processor, "image_token", None)
         if n_images and not image_token:
-            raise ValueError(
+            raise InputError(
                 f"{type(self.processor).__name__} has no chat template and no `image_token`, so images cannot be placed"
                 " in the prompt; use a model folder whose processor defines one of them"
             )
@@ -145,6 +146,7 @@ class HFVisionLM(EvalModule):
         return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
 
     def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
+        """As `EvalModule.predict_step`, with each request's images passed along."""
         visuals = batch.visuals or [[] for _ in batch.requests]
         if batch.request_type is RequestType.LOGLIKELIHOOD:
             responses = self.loglikelihood(batch.requests, visuals)
@@ -152,6 +154,8 @@ class HFVisionLM(EvalModule):
             responses = self.generate_until(batch.requests, visuals)
         if len(responses) != len(batch.requests):
             raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
+        for request, response in zip(batch.requests, responses):
+            check_response(self, request, response)
         return responses
 
     # --- requests -----------------------------------------------------------------------------
@@ -221,7 +225,7 @@ class HFVisionLM(EvalModule):
         if length <= limit:
             return row
         if images:
-            raise ValueError(
+            raise InputError(
                 f"a prompt with {len(images)} image(s) is {length} tokens, more than model.max_length ({limit} here);"
                 " raise model.max_length, use fewer few-shot examples or smaller images"
             )

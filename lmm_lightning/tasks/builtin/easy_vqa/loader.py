@@ -12,6 +12,8 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
+from lmm_lightning.errors import InputError
+
 SPLITS = ("train", "test")
 FEATURES = datasets.Features(
     {
@@ -29,11 +31,13 @@ def data_dir() -> Path:
     """The `data/` folder of the installed `easy_vqa` package, found without importing it."""
     spec = importlib.util.find_spec("easy_vqa")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the easy_vqa tasks need the `easy-vqa` package: pip install easy-vqa")
+        raise InputError("the easy_vqa tasks need the `easy-vqa` package: pip install easy-vqa")
     for location in spec.submodule_search_locations:
         if (Path(location) / "data" / "answers.txt").is_file():
             return Path(location) / "data"
-    raise FileNotFoundError(f"no data/answers.txt in the easy_vqa package at {list(spec.submodule_search_locations)}")
+    raise InputError(
+        f"no data/answers.txt in the easy_vqa package at {list(spec.submodule_search_locations)}; reinstall it: pip install --force-reinstall easy-vqa"
+    )
 
 
 def answers() -> list[str]:
@@ -47,7 +51,7 @@ def load(split: str) -> datasets.Dataset:
     Built straight as an Arrow table (images as path references): ~25x faster than encoding row by row.
     """
     if split not in SPLITS:
-        raise ValueError(f"easy_vqa has splits {list(SPLITS)}, got {split!r}")
+        raise InputError(f"easy_vqa: no split {split!r}; set test_split (or fewshot_split) to one of {list(SPLITS)}")
     folder = data_dir() / split
     questions = json.loads((folder / "questions.json").read_text())
     choices = answers()
