@@ -15,6 +15,7 @@ from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.evaluation.progress import EvalProgressBar
 from lmm_lightning.models import EvalModule
+from lmm_lightning.models.sharding import NoSplitModulesPolicy
 
 DEFAULT_TIMEOUT_S = 60_000
 TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -26,7 +27,7 @@ def strategy_with_timeout(strategy: Any, timeout_s: int) -> Any:
     if strategy == "ddp":
         return DDPStrategy(timeout=timeout)
     if strategy == "fsdp":
-        return FSDPStrategy(timeout=timeout)
+        return FSDPStrategy(timeout=timeout, auto_wrap_policy=NoSplitModulesPolicy())
     return strategy
 
 

@@ -145,3 +145,46 @@ def test_chat_template_wraps_the_context(tiny_model):
     plain = HFCausalLM(pretrained=str(tiny_model))
     plain.configure_model()
     assert plain.prompt("Hi?") == "Hi?"
+
+
+class _SmallMemoryLM(HFCausalLM):
+    """Pretends anything above 12 sequences runs out of memory."""
+
+    def probe(self, batch_size: int, seq_len: int) -> None:
+        if batch_size > 12:
+            raise torch.OutOfMemoryError("pretend")
+        super().probe(batch_size, seq_len)
+
+
+def test_auto_batch_size_finds_the_largest_power_of_two_that_fits(tiny_model, tiny_tasks):
+    from types import SimpleNamespace
+
+    from lmm_lightning.data import BenchmarkDataModule
+
+    model = _SmallMemoryLM(pretrained=str(tiny_model))
+    model.configure_model()
+    dm = BenchmarkDataModule([str(tiny_tasks / "tiny_mc.yaml"), str(tiny_tasks / "tiny_gen.yaml")], batch_size="auto", max_batch_size=64)
+    dm.setup()
+    dm.trainer = SimpleNamespace(lightning_module=model, world_size=1, global_rank=0)
+    assert dm.resolved_batch_size() == {"loglikelihood": 8, "generate_until": 8}
+    dm.max_batch_size = 4
+    assert dm.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 4}
+    dm.batch_size = {"loglikelihood": "auto", "generate_until": 3}
+    assert dm.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 3}
+
+
+def test_generation_kwargs_override_from_the_datamodule(tiny_tasks):
+    from lmm_lightning.data import BenchmarkDataModule
+
+    dm = BenchmarkDataModule([str(tiny_tasks / "tiny_gen.yaml")], generation_kwargs={"tiny_gen": {"max_new_tokens": 3}, "*": {"until": ["\n"]}})
+    dm.setup()
+    assert {r.generation for r in dm.requests} == {GenerationSpec(until=("\n",), max_new_tokens=3)}
+
+
+def test_release_frees_the_model_and_configure_model_reloads_it(tiny_model):
+    module = HFCausalLM(pretrained=str(tiny_model))
+    module.configure_model()
+    module.release()
+    assert module.model is None and module.tokenizer is None
+    module.configure_model()
+    assert module.model is not None

@@ -1,10 +1,11 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 import datasets
 import jinja2
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -100,6 +101,15 @@ def _load(task: Task, split: Optional[str], where: Any) -> datasets.Dataset:
         ) from None
 
 
+def _all_min(value: int, device: Any) -> int:
+    """The minimum of `value` over all ranks (the value itself on one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    tensor = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def _keep_batch(batch: RequestBatch) -> RequestBatch:
     return batch
 
@@ -115,6 +125,9 @@ class BenchmarkDataModule(LightningDataModule):
         num_workers: data loader workers preparing batches while the model runs.
         include_path: an extra folder of task YAMLs to search by name.
         seed: seeds few-shot sampling per (seed, task, doc_id).
+        max_batch_size: the ceiling of `batch_size: auto`.
+        generation_kwargs: per-task overrides of the YAML's generation_kwargs, e.g.
+            `{"capitals_gen": {"max_new_tokens": 16}}`; the key "*" applies to every task.
     """
 
     def __init__(
@@ -126,6 +139,8 @@ class BenchmarkDataModule(LightningDataModule):
         num_workers: int = 0,
         include_path: Optional[str] = None,
         seed: int = 1234,
+        max_batch_size: int = 64,
+        generation_kwargs: Optional[dict[str, dict[str, Any]]] = None,
     ) -> None:
         super().__init__()
         self.task_names = list(tasks)
@@ -135,6 +150,8 @@ class BenchmarkDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.include_path = include_path
         self.seed = seed
+        self.max_batch_size = max_batch_size
+        self.generation_kwargs = generation_kwargs or {}
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -149,6 +166,9 @@ class BenchmarkDataModule(LightningDataModule):
         resolved = resolve(self.task_names, self.include_path)
         self.groups, self.group_subtasks = resolved.groups, resolved.subtasks
         for spec in resolved.tasks:
+            overrides = {**self.generation_kwargs.get("*", {}), **self.generation_kwargs.get(spec.task, {})}
+            if overrides:
+                spec = replace(spec, generation_kwargs={**spec.generation_kwargs, **overrides})
             self._setup_task(spec)
 
     def _setup_task(self, spec: TaskSpec) -> None:
@@ -185,11 +205,29 @@ class BenchmarkDataModule(LightningDataModule):
     def tasks(self) -> dict[str, Task]:
         return {name: entry.task for name, entry in self.documents.items()}
 
+    def resolved_batch_size(self) -> BatchSize:
+        """Numbers as given; `auto` probed on the model with the longest request of each type, and
+        the smallest answer over all ranks kept, so every rank plans the same batches."""
+        sizes = self.batch_size if isinstance(self.batch_size, dict) else {t.value: self.batch_size for t in RequestType}
+        if not any(v == "auto" for v in sizes.values()):
+            return self.batch_size
+        model = self.trainer.lightning_module
+        resolved = {}
+        for kind in RequestType:
+            size = sizes.get(kind.value, 1)
+            requests = [r for r in self.requests if r.request_type is kind]
+            if size != "auto" or not requests:
+                resolved[kind.value] = 1 if size == "auto" else size
+                continue
+            longest = max(requests, key=lambda r: (r.length, -r.uid))
+            resolved[kind.value] = _all_min(model.find_max_batch_size(longest, self.max_batch_size), model.device)
+        return resolved
+
     def predict_dataloader(self) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer else 1
         rank = self.trainer.global_rank if self.trainer else 0
         dataset = RequestDataset(self.requests, self.documents)
-        sampler = PaddedDistributedSampler(dataset, self.requests, self.batch_size, world_size, rank, self.done_uids)
+        sampler = PaddedDistributedSampler(dataset, self.requests, self.resolved_batch_size(), world_size, rank, self.done_uids)
         return DataLoader(
             dataset,
             sampler=sampler,

@@ -10,14 +10,14 @@ operations inside the model (FSDP, synced generation) never wait on a rank that 
 import math
 from collections.abc import Iterator, Sequence, Set as AbstractSet
 from dataclasses import dataclass
-from typing import Union
+from typing import Literal, Union
 
 from torch.utils.data import Dataset, DistributedSampler
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.requests import Request, RequestType
 
-BatchSize = Union[int, dict[str, int]]
+BatchSize = Union[int, Literal["auto"], dict[str, Union[int, Literal["auto"]]]]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class EvaluationCallback(Callback):
         seed: seed of the bootstrap.
         print_table: print the results table on rank 0.
         resume: reuse responses stored in `output_dir` by an earlier run of the same evaluation.
+        free_model_memory: release the model once every response is gathered, before scoring.
         log_samples_to_logger: sample records per task sent to the trainer's loggers as a table (TensorBoard, W&B).
         log_images_to_logger: images per vision task sent to those loggers, captioned with question and answer.
         push_to_hub: a Hub dataset repo ("org/name", or "org/name/folder") to upload results.json and samples to.
@@ -53,6 +54,7 @@ class EvaluationCallback(Callback):
         self.seed = seed
         self.print_table = print_table
         self.resume = resume
+        self.free_model_memory = free_model_memory
         self.log_samples_to_logger = log_samples_to_logger
         self.log_images_to_logger = log_images_to_logger
         self.push_to_hub = push_to_hub
@@ -124,6 +126,8 @@ class EvaluationCallback(Callback):
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         gathered = self.collector.compute()  # a collective: every rank takes part
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
+        if self.free_model_memory and isinstance(pl_module, EvalModule):
+            pl_module.release()
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule

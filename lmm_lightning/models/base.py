@@ -1,5 +1,6 @@
 """EvalModule: a LightningModule that answers typed requests in `predict_step`."""
 
+import gc
 from typing import Any
 
 import torch
@@ -46,6 +47,51 @@ class EvalModule(LightningModule):
         for request, response in zip(batch.requests, responses):
             check_response(self, request, response)
         return responses
+
+    @property
+    def synced_generation(self) -> bool:
+        """Under FSDP every rank must take part in every decoding step (its shards are needed by
+        the others), so `generate` keeps going until all ranks are done (`synced_gpus`)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size < 2:
+            return False
+        from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+        return isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+
+    def probe(self, batch_size: int, seq_len: int) -> None:
+        """Run one forward of `batch_size` sequences of `seq_len` tokens (used to find the largest batch)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot probe memory; give data.batch_size as a number")
+
+    def sequence_length(self, request: Request) -> int:
+        """Tokens one request occupies (context, continuation and the generation budget)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot measure requests; give data.batch_size as a number")
+
+    def find_max_batch_size(self, request: Request, limit: int) -> int:
+        """The largest power-of-two batch (at most `limit`) of the longest request that fits in memory."""
+        seq_len = self.sequence_length(request)
+        best, size = 0, 1
+        while size <= limit:
+            try:
+                self.probe(size, seq_len)
+            except torch.OutOfMemoryError:
+                break
+            best, size = size, size * 2
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if best == 0:
+            raise InputError(f"{type(self).__name__}: even a batch of 1 request of {seq_len} tokens runs out of memory")
+        return best
+
+    def release(self) -> None:
+        """Free the model's memory once inference is over, so post-processing (a judge model) has room.
+        The next `configure_model` loads it again."""
+        for name in ("model", "processor", "tokenizer"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Requests are text; each model moves its own tensors."""

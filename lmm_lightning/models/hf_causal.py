@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
-from lmm_lightning.requests import GenerationSpec, Request, Response
+from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -165,6 +165,17 @@ class HFCausalLM(EvalModule):
             context_ids = context_ids[overflow:] or context_ids[-1:]
         return context_ids, continuation_ids
 
+    def sequence_length(self, request: Request) -> int:
+        tokens = len(self.tokenizer(self.prompt(request.context) + request.continuation, add_special_tokens=False).input_ids)
+        if request.request_type is RequestType.GENERATE_UNTIL:
+            tokens += request.generation.max_new_tokens
+        return min(tokens, self.max_length)
+
+    @torch.no_grad()
+    def probe(self, batch_size: int, seq_len: int) -> None:
+        ids = torch.full((batch_size, seq_len), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
+        self.model(input_ids=ids, use_cache=False)
+
     def prompt(self, context: str) -> str:
         """The context as the model sees it: raw, or wrapped in the tokenizer's chat template."""
         if not self.hparams.use_chat_template or not context:
@@ -252,6 +263,7 @@ class HFCausalLM(EvalModule):
             max_new_tokens=spec.max_new_tokens,
             stopping_criteria=criteria,
             pad_token_id=self.tokenizer.pad_token_id,
+            synced_gpus=self.synced_generation,
             **sampling_kwargs(spec, requests),
         )
         texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)

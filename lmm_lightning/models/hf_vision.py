@@ -214,6 +214,7 @@ class HFVisionLM(EvalModule):
                 max_new_tokens=spec.max_new_tokens,
                 stopping_criteria=criteria,
                 pad_token_id=self.tokenizer.pad_token_id,
+                synced_gpus=self.synced_generation,
                 **options,
             )
         texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
