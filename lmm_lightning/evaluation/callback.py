@@ -44,6 +44,7 @@ class EvaluationCallback(Callback):
         seed: int = 1234,
         print_table: bool = True,
         resume: bool = True,
+        free_model_memory: bool = True,
         log_samples_to_logger: int = 8,
         log_images_to_logger: int = 4,
         push_to_hub: Optional[str] = None,
