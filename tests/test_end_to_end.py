@@ -110,3 +110,4 @@ def test_more_ranks_than_documents(tmp_path, tiny_model, tiny_tasks):
     assert [json.loads(l)["doc_id"] for l in one["samples"]["samples_tiny_gen.jsonl"].splitlines()] == [2]
     assert three["doc"]["integrity"]["tiny_gen"]["padded"] == 2  # ranks 1 and 2 ran a padding batch
     assert three["doc"]["integrity"]["tiny_mc"]["padded"] == 2
+    assert three["doc"]["integrity"]["tiny_mc"]["dropped"] == 2 and one["doc"]["integrity"]["tiny_mc"]["dropped"] == 0

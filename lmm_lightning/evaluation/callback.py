@@ -157,6 +157,7 @@ class EvaluationCallback(Callback):
         for name, requests in by_task.items():
             result = score_task(datamodule.documents[name], requests, answers, self.bootstrap_iters, self.seed)
             result.integrity.padded = padded[name]
+            result.integrity.dropped = padded[name]  # padding responses discarded before scoring
             result.integrity.resumed = resumed_by_task[name]
             self.task_results.append(result)
         config = {
