@@ -246,3 +246,20 @@ def test_demo_config_runs(tmp_path, tiny_llava):
     config = Path(__file__).parent.parent / "configs" / "demo_vlm.yaml"
     got = run_cli(tmp_path, config, "--model.init_args.pretrained", str(tiny_llava), "--data.init_args.limit", "4")
     assert got["doc"]["n-samples"]["easy_vqa_gen"] == {"original": 9673, "effective": 4}
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_shared_context_reuse_matches_separate_forwards(tiny_llava, chat):
+    """Multiple choice with images: the prompt and its images run once for all choices, same log-probs."""
+    pool = images(3, seed=4)
+    choices = [" circle", " blue square", " a red triangle shape", " no"]
+    requests, visual = [], []
+    for doc in range(3):
+        for j, choice in enumerate(choices):
+            requests.append(Request(len(requests), "t", doc, RequestType.LOGLIKELIHOOD, f"What shape is shown, number {doc}?", choice, j))
+            visual.append([pool[doc]])
+    shared = load(tiny_llava, use_chat_template=chat, reuse_context=True)
+    separate = load(tiny_llava, use_chat_template=chat, reuse_context=False)
+    a, b = shared.loglikelihood(requests, visual), separate.loglikelihood(requests, visual)
+    for x, y in zip(a, b):
+        assert x.logprob == pytest.approx(y.logprob, abs=1e-4) and x.is_greedy == y.is_greedy

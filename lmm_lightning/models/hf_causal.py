@@ -77,6 +77,41 @@ def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
+def score_shared_contexts(
+    model: torch.nn.Module, first: dict[str, torch.Tensor], group_of: list[int], continuations: list[list[int]], pad: int
+) -> list[tuple[float, bool]]:
+    """Score continuations that share contexts: one forward over the distinct contexts (left-padded
+    `first` inputs, images included for vision models), then one over all continuations on top of the
+    contexts' cached keys/values. A 4-choice question costs one context forward, not four."""
+    mask = first["attention_mask"]
+    device = mask.device
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(**first, position_ids=positions, use_cache=True)
+    last_logits = out.logits[:, -1]  # predicts each continuation's first token
+    width = max(len(c) for c in continuations)
+    rest_logits = None
+    if width > 1:
+        index = torch.tensor(group_of, device=device)
+        cache = out.past_key_values
+        cache.reorder_cache(index)
+        rest_ids, rest_mask = _pad_right([c[:-1] for c in continuations], pad, width - 1)
+        rest_positions = mask.sum(-1)[index][:, None] + torch.arange(width - 1, device=device)[None, :]
+        rest_logits = model(
+            input_ids=rest_ids.to(device),
+            attention_mask=torch.cat([mask[index], rest_mask.to(device)], dim=1),
+            position_ids=rest_positions,
+            past_key_values=cache,
+            use_cache=False,
+        ).logits
+    scores = []
+    for i, continuation in enumerate(continuations):
+        rows = last_logits[group_of[i]][None]
+        if len(continuation) > 1:
+            rows = torch.cat([rows, rest_logits[i, : len(continuation) - 1]], dim=0)
+        scores.append(_score(rows, continuation))
+    return scores
+
+
 def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
     """Sum of log-probs of the continuation tokens, and whether each is the argmax (from their logits rows)."""
     logprobs = F.log_softmax(logits.float(), dim=-1)
@@ -204,46 +239,12 @@ class HFCausalLM(EvalModule):
         return out
 
     def _score_shared_contexts(self, encoded: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """Each distinct context runs once; its cached keys/values serve all its continuations.
-
-        A 4-choice question costs one forward over the context plus one over the 4 short
-        continuations, instead of 4 forwards over context + continuation.
-        """
+        """Each distinct context runs once; its cached keys/values serve all its continuations."""
         groups: dict[tuple[int, ...], int] = {}
         group_of = [groups.setdefault(tuple(ctx), len(groups)) for ctx, _ in encoded]
-        contexts = [list(ctx) for ctx in groups]
-        ctx_ids, ctx_mask = _pad_left(contexts, self.tokenizer.pad_token_id)
-        positions = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
-        device = self.device
-        first = self.model(
-            input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device), position_ids=positions.to(device), use_cache=True
-        )
-        last_logits = first.logits[:, -1]  # predicts each continuation's first token
-        width = max(len(cont) for _, cont in encoded)
-        rest_logits = None
-        if width > 1:
-            index = torch.tensor(group_of, device=device)
-            cache = first.past_key_values
-            cache.reorder_cache(index)
-            rest = [cont[:-1] for _, cont in encoded]
-            rest_ids, rest_mask = _pad_right(rest, self.tokenizer.pad_token_id, width - 1)
-            lengths = ctx_mask.sum(-1)[group_of]
-            rest_positions = lengths[:, None] + torch.arange(width - 1)[None, :]
-            mask = torch.cat([ctx_mask[group_of], rest_mask], dim=1)
-            rest_logits = self.model(
-                input_ids=rest_ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=rest_positions.to(device),
-                past_key_values=cache,
-                use_cache=False,
-            ).logits
-        out = []
-        for i, (_, cont) in enumerate(encoded):
-            row = last_logits[group_of[i]][None]
-            if len(cont) > 1:
-                row = torch.cat([row, rest_logits[i, : len(cont) - 1]], dim=0)
-            out.append(_score(row, cont))
-        return out
+        ctx_ids, ctx_mask = _pad_left([list(ctx) for ctx in groups], self.tokenizer.pad_token_id)
+        first = {"input_ids": ctx_ids.to(self.device), "attention_mask": ctx_mask.to(self.device)}
+        return score_shared_contexts(self.model, first, group_of, [c for _, c in encoded], self.tokenizer.pad_token_id)
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request]) -> list[Response]:

@@ -10,7 +10,7 @@ from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule, check_response
-from lmm_lightning.models.hf_causal import DTYPES, _StopOnStrings, cut_at_stops, split_context
+from lmm_lightning.models.hf_causal import DTYPES, _StopOnStrings, cut_at_stops, score_shared_contexts, split_context
 from lmm_lightning.requests import Request, RequestType, Response
 
 Row = dict[str, torch.Tensor]
@@ -19,6 +19,11 @@ Row = dict[str, torch.Tensor]
 def to_rgb(image: Any) -> Any:
     """PNGs decode as RGBA or palette images; vision towers expect three channels."""
     return image.convert("RGB") if hasattr(image, "convert") and getattr(image, "mode", "RGB") != "RGB" else image
+
+
+# Models whose positions are not a plain 1-D count (multimodal rotary positions): their contexts are
+# not reused, every choice runs its own forward.
+SEPARATE_CONTEXT_MODELS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 class HFVisionLM(EvalModule):
@@ -47,6 +52,7 @@ class HFVisionLM(EvalModule):
         use_chat_template: bool = True,
         system_prompt: Optional[str] = None,
         max_length: Optional[int] = None,
+        reuse_context: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -163,6 +169,10 @@ class HFVisionLM(EvalModule):
     def loglikelihood(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
         """Continuation tokens are those of prompt+continuation after the prompt's own tokens."""
         visuals = visuals or [[] for _ in requests]
+        if self.hparams.reuse_context and self.model.config.model_type not in SEPARATE_CONTEXT_MODELS:
+            scored = self._score_shared_contexts(requests, visuals)
+            if scored is not None:
+                return [Response(uid=r.uid, logprob=lp, is_greedy=g) for r, (lp, g) in zip(requests, scored)]
         rows, targets = zip(*(self.scored_row(r, images) for r, images in zip(requests, visuals)))
         logits = self.model(**self.to_model(self.collate(list(rows), "right"))).logits
         responses = []
@@ -174,6 +184,29 @@ class HFVisionLM(EvalModule):
             is_greedy = bool((logprobs.argmax(-1) == target).all().item())
             responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
         return responses
+
+    def _score_shared_contexts(self, requests: list[Request], visuals: list[list[Any]]) -> Optional[list[tuple[float, bool]]]:
+        """The choices of one question share its prompt and images: encode the images and run the prompt
+        once, then score every choice on the cached keys/values. None when a prompt needs truncating."""
+        contexts: dict[tuple, int] = {}
+        first_rows: list[Row] = []
+        group_of, continuations = [], []
+        for request, images in zip(requests, visuals):
+            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
+            if not self.chat:
+                prompt, continuation = split_context(prompt, continuation)
+            n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
+            whole = self.encode(prompt + continuation, images)
+            if whole["input_ids"].shape[1] > self.max_length or whole["input_ids"].shape[1] == n_prompt:
+                return None
+            key = (request.task, request.doc_id, tuple(whole["input_ids"][0, :n_prompt].tolist()))
+            if key not in contexts:
+                contexts[key] = len(first_rows)
+                first_rows.append({k: v[:, :n_prompt] if self._per_token(whole, k) else v for k, v in whole.items()})
+            group_of.append(contexts[key])
+            continuations.append(whole["input_ids"][0, n_prompt:].tolist())
+        first = self.to_model(self.collate(first_rows, "left"))
+        return score_shared_contexts(self.model, first, group_of, continuations, self.tokenizer.pad_token_id)
 
     def scored_row(self, request: Request, images: list[Any]) -> tuple[Row, torch.Tensor]:
         """The model inputs for one request (prompt+continuation less its last token) and the continuation tokens."""
