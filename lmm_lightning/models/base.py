@@ -37,11 +37,14 @@ class EvalModule(LightningModule):
         """Greedy continuation of each context, cut at the first stop string."""
         raise NotImplementedError(f"{type(self).__name__} does not answer generate_until requests")
 
-    def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
+    def answer(self, batch: RequestBatch) -> list[Response]:
+        """Dispatch a batch by request type; vision models override this to pass the batch's images."""
         if batch.request_type is RequestType.LOGLIKELIHOOD:
-            responses = self.loglikelihood(batch.requests)
-        else:
-            responses = self.generate_until(batch.requests)
+            return self.loglikelihood(batch.requests)
+        return self.generate_until(batch.requests)
+
+    def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
+        responses = self.answer(batch)
         if len(responses) != len(batch.requests):
             raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
         for request, response in zip(batch.requests, responses):

@@ -151,18 +151,12 @@ class HFVisionLM(EvalModule):
         dtype = DTYPES[self.hparams.dtype]
         return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
 
-    def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
-        """As `EvalModule.predict_step`, with each request's images passed along."""
+    def answer(self, batch: RequestBatch) -> list[Response]:
+        """As `EvalModule.answer`, with each request's images passed along."""
         visuals = batch.visuals or [[] for _ in batch.requests]
         if batch.request_type is RequestType.LOGLIKELIHOOD:
-            responses = self.loglikelihood(batch.requests, visuals)
-        else:
-            responses = self.generate_until(batch.requests, visuals)
-        if len(responses) != len(batch.requests):
-            raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
-        for request, response in zip(batch.requests, responses):
-            check_response(self, request, response)
-        return responses
+            return self.loglikelihood(batch.requests, visuals)
+        return self.generate_until(batch.requests, visuals)
 
     # --- requests -----------------------------------------------------------------------------
     @torch.no_grad()
