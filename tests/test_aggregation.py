@@ -148,8 +148,10 @@ def test_mme_bootstrap_resamples_images() -> None:
 
 
 def test_mme_errors() -> None:
+    with pytest.warns(UserWarning, match="1 image"):
+        assert mme_rows([("count", 0, 1), ("count", 1, 1), ("count", 1, 0)]).tolist() == [[1.0, 1.0]]
     with pytest.raises(ValueError, match="expected 2"):
-        mme_rows([("count", 0, 1)])
+        mme_rows([("count", 0, 1)] * 3)
     with pytest.raises(ValueError, match="unknown MME category"):
         mme_rows([("counting", 0, 1), ("counting", 0, 1)])
     with pytest.raises(ValueError, match="out of range"):

@@ -50,7 +50,7 @@ def suite(tmp_path_factory, tiny_tasks) -> Path:
 def test_include_inherits_and_overrides(suite):
     spec = load_task_spec(suite / "fewshot_mc.yaml")
     assert spec.task == "fewshot_mc" and spec.num_fewshot == 2 and spec.doc_to_choice == "choices"
-    assert spec.doc_to_text == "utils:question" and [m.metric for m in spec.metric_list][-1] == "acc_mutual_info"
+    assert spec.doc_to_text == str(suite.resolve() / "utils.py") + ":question" and [m.metric for m in spec.metric_list][-1] == "acc_mutual_info"
 
 
 def test_function_reference_resolves_beside_the_yaml(suite):
@@ -146,3 +146,27 @@ def test_filters_repeats_and_fewshot_show_in_results(suite_runs):
     fewshot = [json.loads(l) for l in one["samples"]["samples_fewshot_mc.jsonl"].splitlines()]
     assert len(fewshot[0]["arguments"]) == 6  # 3 choices + 3 unconditional for acc_mutual_info
     assert "acc_mutual_info,none" in one["results"]["fewshot_mc"]
+
+
+def test_include_from_another_folder_keeps_the_base_files_and_functions(suite, tmp_path):
+    child = tmp_path / "elsewhere" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text(f"include: {suite / 'base_mc.yaml'}\ntask: child_mc\n")
+    task = Task(load_task_spec(child))
+    assert task.doc_to_text({"country": "Peru"}) == "Q: capital of Peru? A:"  # utils.py beside base_mc.yaml
+    relative = tmp_path / "rel"
+    relative.mkdir()
+    (relative / "base.yaml").write_text("task: b\ndataset_path: json\ndata_files: docs.jsonl\noutput_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n")
+    (tmp_path / "child2.yaml").write_text("include: rel/base.yaml\ntask: c\n")
+    assert load_task_spec(tmp_path / "child2.yaml").data_files == str((relative / "docs.jsonl").resolve())
+
+
+def test_num_fewshot_override_and_first_n_sampler(suite, tmp_path):
+    path = tmp_path / "first.yaml"
+    path.write_text(f"include: {suite / 'base_mc.yaml'}\ntask: first_mc\nfewshot_sampler: first_n\n")
+    dm = BenchmarkDataModule([str(path)], num_fewshot=2)
+    dm.setup()
+    task = dm.tasks["first_mc"]
+    contexts = {i: task.context(i, doc) for i, doc in dm.documents["first_mc"].docs.items()}
+    assert contexts[5].startswith("Q: capital of France? A: Paris\n\nQ: capital of Germany? A: Berlin\n\n")
+    assert contexts[0].startswith("Q: capital of Germany? A: Berlin\n\nQ: capital of Spain? A: Madrid\n\n")  # never itself

@@ -128,6 +128,7 @@ class BenchmarkDataModule(LightningDataModule):
         max_batch_size: the ceiling of `batch_size: auto`.
         generation_kwargs: per-task overrides of the YAML's generation_kwargs, e.g.
             `{"capitals_gen": {"max_new_tokens": 16}}`; the key "*" applies to every task.
+        num_fewshot: overrides every task's `num_fewshot` (e.g. 5 for MMLU 5-shot).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class BenchmarkDataModule(LightningDataModule):
         seed: int = 1234,
         max_batch_size: int = 64,
         generation_kwargs: Optional[dict[str, dict[str, Any]]] = None,
+        num_fewshot: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.task_names = list(tasks)
@@ -152,6 +154,7 @@ class BenchmarkDataModule(LightningDataModule):
         self.seed = seed
         self.max_batch_size = max_batch_size
         self.generation_kwargs = generation_kwargs or {}
+        self.num_fewshot = num_fewshot
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -169,6 +172,10 @@ class BenchmarkDataModule(LightningDataModule):
             overrides = {**self.generation_kwargs.get("*", {}), **self.generation_kwargs.get(spec.task, {})}
             if overrides:
                 spec = replace(spec, generation_kwargs={**spec.generation_kwargs, **overrides})
+            if self.num_fewshot is not None:
+                if self.num_fewshot < 0:
+                    raise InputError(f"data.num_fewshot: expected a non-negative integer, got {self.num_fewshot}")
+                spec = replace(spec, num_fewshot=self.num_fewshot)
             self._setup_task(spec)
 
     def _setup_task(self, spec: TaskSpec) -> None:

@@ -18,6 +18,7 @@ Per-document values each aggregation expects:
 """
 
 import math
+import warnings
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,13 +96,17 @@ def mme_rows(values: list) -> np.ndarray:
     correct: dict[tuple[int, Any], list[float]] = {}
     for category, pair, right in values:
         correct.setdefault((_category_index(category), pair), []).append(float(right))
-    for (category, pair), scores in correct.items():
-        if len(scores) != 2:
-            raise ValueError(
-                f"MME scores question pairs: image {pair!r} of category {MME_CATEGORIES[category]!r} "
-                f"has {len(scores)} question(s), expected 2"
-            )
-    return np.array([(key[0], sum(scores)) for key, scores in correct.items()], dtype=np.float64).reshape(-1, 2)
+    incomplete = [key for key, scores in correct.items() if len(scores) != 2]
+    if any(len(correct[key]) > 2 for key in incomplete):
+        category, pair = next(key for key in incomplete if len(correct[key]) > 2)
+        raise ValueError(
+            f"MME scores question pairs: image {pair!r} of category {MME_CATEGORIES[category]!r} "
+            f"has {len(correct[(category, pair)])} questions, expected 2"
+        )
+    if incomplete:  # a limit/offset cut a pair: score whole pairs only, and say so
+        warnings.warn(f"MME: {len(incomplete)} image(s) with only one of their two questions left out of the score")
+    rows = [(key[0], sum(scores)) for key, scores in correct.items() if len(scores) == 2]
+    return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
 
 # --- vectorised statistics: (batch, n, ...) -> (batch,) ----------------------------------------

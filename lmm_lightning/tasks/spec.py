@@ -46,6 +46,7 @@ class TaskSpec:
     num_fewshot: int = 0
     fewshot_split: Optional[str] = None
     fewshot_delimiter: str = "\n\n"
+    fewshot_sampler: str = "random"
     repeats: int = 1
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     filter_list: list[dict[str, Any]] = field(default_factory=list)
@@ -101,6 +102,8 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     _check_type(path, raw, "process_results", (str,), "a module:function reference")
     _check_type(path, raw, "fewshot_split", (str,), "a split name (string)")
     _check_type(path, raw, "fewshot_delimiter", (str,), "a string")
+    if raw.get("fewshot_sampler", "random") not in ("random", "first_n"):
+        raise _error(path, "fewshot_sampler", "'random' or 'first_n'", raw["fewshot_sampler"])
     _check_type(path, raw, "filter_list", (list,), "a list of {name: ..., filter: [...]} mappings")
     for key in ("num_fewshot", "repeats"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):
@@ -161,8 +164,34 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / include).resolve()
     if base_path in seen:
         raise TaskSpecError(f"{path}: field 'include': {include} includes itself")
-    base = read_yaml(base_path, seen + (path.resolve(),))
+    base = _anchored(read_yaml(base_path, seen + (path.resolve(),)), base_path.parent)
     return {**base, **raw}
+
+
+REFERENCE_FIELDS = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_visual", "process_results", "dataset_path")
+
+
+def _anchored(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """An included file's relative paths and references, made relative to its own folder."""
+    from lmm_lightning.tasks.templates import anchor
+
+    out = {**raw}
+    for key in REFERENCE_FIELDS:
+        if key in out:
+            out[key] = anchor(out[key], folder)
+    if "data_files" in out:
+        out["data_files"] = _absolute_files(out["data_files"], folder)
+    return out
+
+
+def _absolute_files(files: Any, folder: Path) -> Any:
+    if isinstance(files, dict):
+        return {k: _absolute_files(v, folder) for k, v in files.items()}
+    if isinstance(files, list):
+        return [_absolute_files(f, folder) for f in files]
+    if isinstance(files, str) and not Path(files).is_absolute() and "://" not in files:
+        return str((folder / files).resolve())
+    return files
 
 
 def parse_group_spec(raw: dict[str, Any], path: Path) -> GroupSpec:

@@ -177,6 +177,8 @@ class Task:
         pool = [d for i, d in self.fewshot_pool if not (self.fewshot_same_split and i == doc_id)]
         if len(pool) < k:
             raise InputError(f"{self.spec.source}: field 'num_fewshot' is {k} but only {len(pool)} few-shot documents exist")
+        if self.spec.fewshot_sampler == "first_n":  # lm-evaluation-harness's MMLU: the first k, in order
+            return pool[:k]
         rng = random.Random(f"{self.seed}:{self.name}:{doc_id}")
         return rng.sample(pool, k)
 

@@ -44,7 +44,7 @@ def render_choices(template: Union[str, list, Callable], doc: dict[str, Any]) ->
     return [str(choice) for choice in value]
 
 
-_REFERENCE = re.compile(r"^(?P<module>[A-Za-z_][\w.]*?)(?:\.py)?:(?P<function>[A-Za-z_]\w*)$")
+_REFERENCE = re.compile(r"^(?:(?P<file>/[^:\n]+\.py)|(?P<module>[A-Za-z_][\w.]*?)(?:\.py)?):(?P<function>[A-Za-z_]\w*)$")
 
 
 def is_reference(value: Any) -> bool:
@@ -53,10 +53,10 @@ def is_reference(value: Any) -> bool:
 
 
 def resolve_reference(reference: str, root: Optional[Path], where: str) -> Callable:
-    """Import `module:function`, looking for `module.py` beside the task YAML first."""
+    """Import `module:function` (or `/path/to/file.py:function`), looking for `module.py` beside the YAML first."""
     match = _REFERENCE.match(reference)
-    module_name, function = match["module"], match["function"]
-    local = root / (module_name.replace(".", "/") + ".py") if root else None
+    module_name, function = match["module"] or match["file"], match["function"]
+    local = Path(match["file"]) if match["file"] else root / (module_name.replace(".", "/") + ".py") if root else None
     try:
         if local is not None and local.is_file():
             spec = importlib.util.spec_from_file_location(f"lmm_lightning_task_{abs(hash(str(local)))}", local)
@@ -69,3 +69,13 @@ def resolve_reference(reference: str, root: Optional[Path], where: str) -> Calla
     if not hasattr(module, function):
         raise InputError(f"{where}: module '{module_name}' has no function '{function}'")
     return getattr(module, function)
+
+
+def anchor(value: Any, folder: Path) -> Any:
+    """Pin a reference to the folder of the YAML that wrote it (`utils:fn` -> `/abs/utils.py:fn`), so a
+    YAML that includes it from elsewhere still finds the function."""
+    match = _REFERENCE.match(value) if isinstance(value, str) else None
+    if match is None or match["file"]:
+        return value
+    local = folder / (match["module"].replace(".", "/") + ".py")
+    return f"{local.resolve()}:{match['function']}" if local.is_file() else value

@@ -53,7 +53,7 @@ def main(folder: Path = Path(__file__).parent) -> None:
     groups = "".join(f"  - mmlu_{category}\n" for category in CATEGORIES)
     (folder / "mmlu.yaml").write_text(
         "# MMLU (Hendrycks et al., 2021): 14,042 test questions over 57 subjects in 4 categories.\n"
-        "# Zero-shot; for the usual 5-shot score, include the subject YAMLs with num_fewshot: 5 (from dev).\n"
+        "# Zero-shot; for the usual 5-shot score: --data.init_args.num_fewshot 5 (the first 5 dev questions).\n"
         f"group: mmlu\ntask:\n{groups}{AGGREGATE}"
     )
 
