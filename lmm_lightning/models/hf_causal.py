@@ -1,6 +1,6 @@
 """A Hugging Face causal language model as an EvalModule."""
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,16 @@ from lmm_lightning.models.base import EvalModule
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pretrained_options(hparams: Any) -> tuple[str, dict[str, Any]]:
+    """The local model folder and the `from_pretrained` options shared by the text and vision models."""
+    if hparams.dtype not in DTYPES:
+        raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {hparams.dtype!r}")
+    options: dict[str, Any] = {"dtype": DTYPES[hparams.dtype], "trust_remote_code": hparams.trust_remote_code}
+    if hparams.attn_implementation:
+        options["attn_implementation"] = hparams.attn_implementation
+    return resolve_pretrained(hparams.pretrained), options
 
 
 def split_context(context: str, continuation: str) -> tuple[str, str]:
@@ -174,16 +184,11 @@ class HFCausalLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
-        if self.hparams.dtype not in DTYPES:
-            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {self.hparams.dtype!r}")
-        path = resolve_pretrained(self.hparams.pretrained)
+        path, kwargs = pretrained_options(self.hparams)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        extra = {"attn_implementation": self.hparams.attn_implementation} if self.hparams.attn_implementation else {}
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[self.hparams.dtype], trust_remote_code=self.hparams.trust_remote_code, **extra
-        )
+        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         self.model.eval()
 
     @property

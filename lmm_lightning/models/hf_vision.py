@@ -6,11 +6,17 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteriaList
 
-from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
-from lmm_lightning.models.base import EvalModule, check_response
-from lmm_lightning.models.hf_causal import DTYPES, _StopOnStrings, cut_at_stops, score_shared_contexts, split_context
+from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.hf_causal import (
+    DTYPES,
+    _StopOnStrings,
+    cut_at_stops,
+    pretrained_options,
+    score_shared_contexts,
+    split_context,
+)
 from lmm_lightning.requests import Request, RequestType, Response
 
 Row = dict[str, torch.Tensor]
@@ -63,19 +69,13 @@ class HFVisionLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
-        if self.hparams.dtype not in DTYPES:
-            raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {self.hparams.dtype!r}")
-        path = resolve_pretrained(self.hparams.pretrained)
-        remote = self.hparams.trust_remote_code
-        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+        path, options = pretrained_options(self.hparams)
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if not hasattr(self.processor, "tokenizer"):
             raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        kwargs: dict[str, Any] = {"dtype": DTYPES[self.hparams.dtype], "trust_remote_code": remote}
-        if self.hparams.attn_implementation:
-            kwargs["attn_implementation"] = self.hparams.attn_implementation
-        self.model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        self.model = AutoModelForImageTextToText.from_pretrained(path, **options)
         self.model.eval()
 
     @property
