@@ -134,6 +134,5 @@ class EvalProgressBar(TQDMProgressBar):
 
     def _close(self) -> None:
         for bar in self.bars.values():
-            bar.refresh()
             bar.close()
         self.bars = {}

@@ -15,6 +15,12 @@ from lmm_lightning.tasks import Task
 _Z95 = 1.959964
 
 
+def stderr_or_na(value: float) -> Any:
+    """An undefined standard error (one document) is "N/A", as lm-evaluation-harness writes it."""
+    value = finite_or_none(value)
+    return "N/A" if value is None else value
+
+
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -56,7 +62,7 @@ def build_results(
         intervals = {}
         for (name, filt), est in result.metrics.items():
             entry[f"{name},{filt}"] = finite_or_none(est.value)
-            entry[f"{name}_stderr,{filt}"] = finite_or_none(est.stderr)
+            entry[f"{name}_stderr,{filt}"] = stderr_or_na(est.stderr)
             intervals[f"{name},{filt}"] = [finite_or_none(est.ci_lower), finite_or_none(est.ci_upper)]
         out["results"][result.name] = entry
         out["confidence_intervals"][result.name] = intervals
@@ -71,7 +77,7 @@ def build_results(
         intervals = {}
         for (name, filt), (value, stderr, _) in scores.items():
             entry[f"{name},{filt}"] = finite_or_none(value)
-            entry[f"{name}_stderr,{filt}"] = finite_or_none(stderr)
+            entry[f"{name}_stderr,{filt}"] = stderr_or_na(stderr)
             intervals[f"{name},{filt}"] = [finite_or_none(value - _Z95 * stderr), finite_or_none(value + _Z95 * stderr)]
         out["groups"][group] = entry
         out["results"][group] = entry
@@ -122,7 +128,7 @@ def format_table(results_doc: dict[str, Any]) -> str:
     """A markdown table like lm-evaluation-harness prints, with the confidence interval added."""
     header = "| Tasks | Version | Filter | n-shot | Metric |   | Value |   | Stderr | 95% CI |"
     lines = [header, "|" + "|".join("---" for _ in range(10)) + "|"]
-    fmt = lambda v: "N/A" if v is None else f"{v:.4f}"
+    fmt = lambda v: "N/A" if v is None or isinstance(v, str) else f"{v:.4f}"
     for name, entry in results_doc["results"].items():
         first = True
         hib = results_doc["higher_is_better"].get(name) or {}

@@ -101,13 +101,16 @@ def score_task(
         responses = [answers[r.uid] for r in doc_requests]
         doc = documents.docs[doc_id]
         filtered = task.filtered(responses)
+        generation = task.spec.output_type == "generate_until"
+        per_request = {name: [value] if generation else value for name, value in filtered.items()}
         record: dict[str, Any] = {
             "doc_id": doc_id,
             "doc": doc,
             "target": task.doc_to_target(doc),
             "arguments": [_argument(r) for r in doc_requests],
             "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
-            "filtered_resps": next(iter(filtered.values())) if single_filter else filtered,
+            # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
+            "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
         }
         for filter_name, value in filtered.items():
             for metric, score in task.score_value(doc, value).items():
