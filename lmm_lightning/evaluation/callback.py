@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
-from lmm_lightning.evaluation.tensorboard import log_results
+from lmm_lightning.evaluation.loggers import log_results
 from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation.failfast import FailFast

@@ -113,7 +113,6 @@ class EvalProgressBar(TQDMProgressBar):
         if self.batches_done == self.num_batches:
             self._close()  # before the results table is printed
 
-
     def _sum_over_ranks(self, trainer: Trainer, pl_module: LightningModule) -> np.ndarray:
         """Every rank's pending counts summed: one all-reduce of a few integers (none with one process)."""
         if trainer.world_size == 1:

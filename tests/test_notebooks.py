@@ -1,0 +1,48 @@
+"""The notebooks run offline, top to bottom, with smaller parameters (nbclient; outputs in a temporary folder)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import ipykernel  # noqa: F401 - the kernel the notebooks run in
+import matplotlib  # noqa: F401
+import nbclient
+import nbformat
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+
+
+def execute(name: str, folder: Path, overrides: str) -> dict:
+    """Run a notebook in `folder`, with `overrides` as a cell right after its `parameters` cell."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    (index,) = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(overrides))
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute(env={"MPLBACKEND": "agg", "OMP_NUM_THREADS": "2"})
+    return notebook
+
+
+def text_outputs(notebook) -> str:
+    return "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+
+
+def test_quickstart(tmp_path):
+    notebook = execute("quickstart.ipynb", tmp_path, "LIMIT = 16\nBOOTSTRAP_ITERS = 1000")
+    out = tmp_path / "outputs" / "quickstart"
+    results = json.loads((out / "plain" / "results.json").read_text())
+    assert results["n-samples"]["capitals_mc"]["effective"] == 16
+    assert (out / "metrics.png").stat().st_size > 10_000
+    assert "| capitals_gen | exact_match | 16 |" in text_outputs(notebook)
+
+
+def test_train_and_eval(tmp_path):
+    notebook = execute("train_and_eval.ipynb", tmp_path, "STEPS = 40\nLIMIT = 40")
+    out = tmp_path / "outputs" / "train_and_eval"
+    before = json.loads((out / "before" / "results.json").read_text())["results"]["easy_vqa_mc"]["acc,none"]
+    after = json.loads((out / "after" / "results.json").read_text())["results"]["easy_vqa_mc"]["acc,none"]
+    assert after > before + 0.1  # forty steps already beat the random start by far
+    assert (out / "before_after.png").stat().st_size > 10_000
+    assert "| easy_vqa_mc | acc | 40 |" in text_outputs(notebook)
