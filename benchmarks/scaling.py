@@ -1,0 +1,141 @@
+"""Data-parallel scaling on CPU: 2 DDP processes vs 1 process, one thread each, on the same work.
+
+Both runs are the real command line (through `timed_cli.py`), with `OMP_NUM_THREADS=1`:
+
+    lmm-lightning predict --config configs/demo.yaml --data.init_args.tasks '[capitals_mc]' ...
+    lmm-lightning predict ... --trainer.devices 2 --trainer.strategy ddp
+
+Reported: the evaluation phase on rank 0 (predict loop + gather, see `timed_cli.py`) and the
+whole wall time (process start to exit, including the second process's start-up and model load),
+as medians over `--repeats` alternated runs; throughput ratio = phase(1 process) / phase(2).
+Before each run the script waits for other processes to go quiet and records how many cores
+they used during the run.
+The samples files and metrics of the two runs must be identical.
+
+    python benchmarks/scaling.py --tasks capitals_mc capitals_gen --repeats 3
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from common import (
+    REPO, RESULTS, Contention, add_load_arguments, git_commit, idle_waiter, machine, median, no_wait, wait_for_quiet,
+)
+
+TIMED_CLI = Path(__file__).resolve().parent / "timed_cli.py"
+
+
+def run_cli(
+    output: Path, devices: int, tasks: list[str], batch_size: int, limit: Optional[int] = None,
+    pretrained: str = "smollm2-135m-instruct", include_path: Optional[str] = None,
+) -> dict[str, Any]:
+    """One evaluation with `devices` processes and one thread each: wall time and rank 0's phase timing."""
+    args = [
+        sys.executable, str(TIMED_CLI), "predict", "--config", str(REPO / "configs" / "demo.yaml"),
+        "--model.init_args.pretrained", pretrained, "--data.init_args.tasks", json.dumps(tasks),
+        "--data.init_args.batch_size", str(batch_size), "--evaluation.output_dir", str(output),
+        "--trainer.enable_progress_bar", "false", "--trainer.devices", str(devices),
+    ]
+    args += ["--trainer.strategy", "ddp"] if devices > 1 else []
+    args += ["--data.init_args.limit", str(limit)] if limit else []
+    args += ["--data.init_args.include_path", include_path] if include_path else []
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    start = time.perf_counter()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - start
+    output.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{devices}-process run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    timings = [json.loads(l[len("BENCHMARK "):]) for l in proc.stdout.splitlines() if l.startswith("BENCHMARK ")]
+    rank0 = next(t for t in timings if t["rank"] == 0)
+    return {"wall_s": wall, **rank0, "requests_all_ranks": sum(t.get("requests", 0) for t in timings)}
+
+
+def outputs_identical(a: Path, b: Path) -> dict[str, Any]:
+    """Compare samples files line by line and the metrics in results.json of two runs."""
+    differing = []
+    for path in sorted(a.glob("samples_*.jsonl")):
+        if path.read_bytes() != (b / path.name).read_bytes():
+            differing.append(path.name)
+    metrics = lambda p: {t: {k: v for k, v in r.items() if "," in k} for t, r in json.loads((p / "results.json").read_text())["results"].items()}
+    return {
+        "samples_files": len(list(a.glob("samples_*.jsonl"))),
+        "samples_differing": differing,
+        "metrics_identical": metrics(a) == metrics(b),
+        "metrics": metrics(a),
+    }
+
+
+def measure(
+    tasks: list[str], batch_size: int, repeats: int, workdir: Path, limit: Optional[int] = None,
+    pretrained: str = "smollm2-135m-instruct", include_path: Optional[str] = None, wait: Callable[[], float] = no_wait,
+) -> dict[str, Any]:
+    """Alternate 1-process and 2-process runs; medians, ratios and the identity check.
+
+    `wait` is called before each run; the cores used by other processes during each run are recorded."""
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for i in range(repeats):
+        for devices in (1, 2):
+            wait()
+            with Contention() as seen:
+                row = run_cli(workdir / f"d{devices}_{i}", devices, tasks, batch_size, limit, pretrained, include_path)
+            runs[devices].append({**row, **seen.as_dict()})
+    phase = {d: median([r["phase_s"] for r in rows]) for d, rows in runs.items()}
+    wall = {d: median([r["wall_s"] for r in rows]) for d, rows in runs.items()}
+    return {
+        "tasks": tasks,
+        "batch_size": batch_size,
+        "requests": runs[1][0]["requests"],
+        "requests_all_ranks_2proc": runs[2][0]["requests_all_ranks"],
+        "threads_per_process": {d: rows[0]["threads"] for d, rows in runs.items()},
+        "phase_s": {d: [r["phase_s"] for r in rows] for d, rows in runs.items()},
+        "wall_s": {d: [r["wall_s"] for r in rows] for d, rows in runs.items()},
+        "median_phase_s": phase,
+        "median_wall_s": wall,
+        "throughput_ratio": phase[1] / phase[2],
+        "wall_ratio": wall[1] / wall[2],
+        "identity": outputs_identical(workdir / "d1_0", workdir / "d2_0"),
+        "load_1min": {d: [r["load_1min"] for r in rows] for d, rows in runs.items()},
+        "others_cores": {d: [r["others_cores"] for r in rows] for d, rows in runs.items()},
+        "max_others_cores": max(r["others_cores"] for rows in runs.values() for r in rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["capitals_mc"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--target", type=float, default=1.8)
+    add_load_arguments(parser)
+    args = parser.parse_args()
+    load = wait_for_quiet(args.max_load, args.max_wait)
+    print(f"machine: {machine()}; commit {git_commit()}; load at start {load:.2f}", flush=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        row = measure(args.tasks, args.batch_size, args.repeats, Path(workdir), args.limit, wait=idle_waiter(args))
+    p, w, ident = row["median_phase_s"], row["median_wall_s"], row["identity"]
+    same = not ident["samples_differing"] and ident["metrics_identical"]
+    verdict = "PASS" if row["throughput_ratio"] >= args.target and same else "FAIL"
+    print(
+        f"{'+'.join(args.tasks)}: {row['requests']} requests, batch {row['batch_size']}, threads/process {row['threads_per_process']} | "
+        f"phase 1 proc {p[1]:.2f} s, 2 procs {p[2]:.2f} s -> x{row['throughput_ratio']:.2f} (target >= {args.target}: {verdict}) | "
+        f"wall 1 proc {w[1]:.2f} s, 2 procs {w[2]:.2f} s -> x{row['wall_ratio']:.2f} | identical samples: "
+        f"{not ident['samples_differing']} ({ident['samples_files']} files), metrics: {ident['metrics_identical']} | "
+        f"load {min(min(v) for v in row['load_1min'].values()):.2f}-{max(max(v) for v in row['load_1min'].values()):.2f}, "
+        f"other processes <= {row['max_others_cores']:.2f} cores",
+        flush=True,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scaling.json").write_text(json.dumps({"machine": machine(), "commit": git_commit(), **row}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
