@@ -107,6 +107,23 @@ def run_full(
     return elapsed, timer.seconds, evaluation.results["results"][task]
 
 
+def clean_ratios(times: dict[str, list[float]], contention: list[dict[str, Any]], max_others: float = 0.2) -> dict[str, Any]:
+    """Medians and ratio over the runs during which other processes used fewer than `max_others` cores.
+
+    With 2 threads on 2 cores, one busy core elsewhere can make a run several times slower."""
+    clean: dict[str, list[float]] = {}
+    for kind in ("direct", "full", "full_no_stats"):
+        seen = [c["others_cores"] for c in contention if c["run"] == kind]
+        clean[kind] = [t for t, o in zip(times[kind], seen) if o < max_others] or times[kind]
+    medians = {k: median(v) for k, v in clean.items()}
+    return {
+        "clean_runs": {k: len(v) for k, v in clean.items()},
+        "clean_median_s": medians,
+        "clean_ratio_full": medians["full"] / medians["direct"],
+        "clean_ratio_full_no_stats": medians["full_no_stats"] / medians["direct"],
+    }
+
+
 def measure(
     pretrained: str, task: str, batch_size: int, repeats: int, bootstrap_iters: int,
     limit: Optional[int] = None, include_path: Optional[str] = None, model: Optional[HFCausalLM] = None,
@@ -152,6 +169,7 @@ def measure(
         # robust to run-to-run noise: each full run against the model time inside that same run
         "ratio_full_in_run": median([f / m for f, m in zip(times["full"], times["model_in_full"])]),
         "contention": contention,
+        **clean_ratios(times, contention),
         "load_1min": [c["load_1min"] for c in contention],
         "max_others_cores": max(c["others_cores"] for c in contention),
         "metrics": {k: v for k, v in results.items() if "," in k},
@@ -181,6 +199,7 @@ def main() -> None:
             f"{task}: {row['requests']} requests, batch {row['batch_size']}, {row['threads']} threads | direct {m['direct']:.2f} s | "
             f"full {m['full']:.2f} s (x{row['ratio_full']:.3f}) | full without statistics {m['full_no_stats']:.2f} s "
             f"(x{row['ratio_full_no_stats']:.3f}) | in-run full / model time x{row['ratio_full_in_run']:.3f} | "
+            f"runs with other processes < 0.2 cores: x{row['clean_ratio_full']:.3f} (without statistics x{row['clean_ratio_full_no_stats']:.3f}) | "
             f"minima: direct {row['min_s']['direct']:.2f} s, full {row['min_s']['full']:.2f} s (x{row['ratio_full_of_minima']:.3f}) | "
             f"target <= {args.target}: "
             f"{'PASS' if row['ratio_full'] <= args.target else 'FAIL'} | load {min(row['load_1min']):.2f}-{max(row['load_1min']):.2f}, "

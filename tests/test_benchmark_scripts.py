@@ -68,6 +68,7 @@ def test_scaling_measure(tiny_model: Path, tmp_path: Path) -> None:
     assert row["threads_per_process"] == {1: 1, 2: 1}
     assert row["identity"]["samples_files"] == 1 and row["identity"]["samples_differing"] == []
     assert row["identity"]["metrics_identical"]
+    assert row["median_direct_s"][1] > 0 and row["median_direct_s"][2] > 0 and row["direct_ratio"] > 0
 
 
 def test_bootstrap_ours_and_counts_prototype() -> None:
