@@ -10,7 +10,7 @@ Rank 0's peak RSS of each phase is read from /proc/self/status (VmHWM, reset thr
 /proc/self/clear_refs before the phase) and reported above the RSS before gathering; tracemalloc
 gives the Python-object peak of the same phases. Runs several N to show the cost is linear.
 
-    python benchmarks/gather_memory.py --records 25000 50000 100000 200000 --variants library opaque
+    python benchmarks/gather_memory.py --records 25000 50000 100000 200000
 """
 
 import argparse
@@ -89,33 +89,10 @@ class Phases:
         }
 
 
-class Opaque:
-    """Not a collection, so torchmetrics' compute wrapper does not walk (and deep-copy) what it holds."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def opaque_collector() -> Any:
-    """Prototype of the proposed fix in `evaluation/gather.py`: `compute()` hands its list back inside an
-    opaque holder. torchmetrics' wrapper applies `_squeeze_if_scalar` and a tensor clone through
-    `apply_to_collection` to whatever `compute()` returns, which rebuilds every `Response` dataclass
-    with `copy.deepcopy`, twice: about 0.4 ms per record, on every rank."""
-    from lmm_lightning.evaluation.gather import ResponseCollector
-
-    class OpaqueResponseCollector(ResponseCollector):
-        def compute(self) -> Opaque:
-            return Opaque(super().compute())
-
-    return OpaqueResponseCollector()
-
-
 def worker(
-    rank: int, world_size: int, port: int, yaml: str, output_dir: str, bootstrap_iters: int, variant: str, trace: bool, queue: Any
+    rank: int, world_size: int, port: int, yaml: str, output_dir: str, bootstrap_iters: int, trace: bool, queue: Any
 ) -> None:
-    """One rank: build the task, fill a collector with this rank's responses, gather; rank 0 scores and writes.
-
-    variant "library" uses `ResponseCollector` as it is; "opaque" the prototype fix (`opaque_collector`)."""
+    """One rank: build the task, fill a collector with this rank's responses, gather; rank 0 scores and writes."""
     from lmm_lightning.data import BenchmarkDataModule
     from lmm_lightning.evaluation import EvaluationCallback
     from lmm_lightning.evaluation.gather import ResponseCollector
@@ -128,7 +105,7 @@ def worker(
     datamodule = BenchmarkDataModule([yaml], batch_size=16)
     datamodule.setup("predict")
     mine = [r for r in datamodule.requests if r.uid % world_size == rank]
-    collector = ResponseCollector() if variant == "library" else opaque_collector()
+    collector = ResponseCollector()
     for start in range(0, len(mine), 16):
         batch = mine[start : start + 16]
         responses = [
@@ -141,8 +118,7 @@ def worker(
     phases = Phases()
     before = rss_mib("VmRSS")
     phases.start()
-    gathered = collector.compute()
-    gathered = gathered.value if isinstance(gathered, Opaque) else gathered
+    gathered = collector.compute().pairs
     phases.stop("gather")
     if rank == 0:
         callback = EvaluationCallback(output_dir=output_dir, bootstrap_iters=bootstrap_iters, print_table=False)
@@ -165,7 +141,7 @@ def free_port() -> int:
 
 
 def measure(
-    records: int, bootstrap_iters: int = 100_000, variant: str = "library", trace: bool = True, world_size: int = 2
+    records: int, bootstrap_iters: int = 100_000, trace: bool = True, world_size: int = 2
 ) -> dict[str, Any]:
     """Run the 2-process gather + scoring for `records` documents; rank 0's memory per phase."""
     context = mp.get_context("spawn")
@@ -174,7 +150,7 @@ def measure(
         queue = context.Queue()
         port = free_port()
         procs = [
-            context.Process(target=worker, args=(rank, world_size, port, str(yaml), str(Path(folder) / "out"), bootstrap_iters, variant, trace, queue))
+            context.Process(target=worker, args=(rank, world_size, port, str(yaml), str(Path(folder) / "out"), bootstrap_iters, trace, queue))
             for rank in range(world_size)
         ]
         for p in procs:
@@ -184,7 +160,6 @@ def measure(
             p.join()
         samples_bytes = (Path(folder) / "out" / "samples_synthetic_gen.jsonl").stat().st_size
     peak = max(p["peak_rss_mib"] for p in result["phases"].values())
-    result["variant"] = variant
     result["peak_rss_mib"] = peak
     result["peak_above_before_mib"] = peak - result["rss_before_mib"]
     result["bytes_per_record"] = result["peak_above_before_mib"] * 2**20 / records
@@ -197,18 +172,17 @@ def main() -> None:
     parser.add_argument("--records", type=int, nargs="+", default=[25_000, 50_000, 100_000])
     parser.add_argument("--bootstrap-iters", type=int, default=100_000)
     parser.add_argument("--no-tracemalloc", action="store_true", help="time the phases without tracemalloc's slowdown")
-    parser.add_argument("--variants", nargs="+", default=["library", "opaque"], choices=["library", "opaque"])
     add_load_arguments(parser)
     args = parser.parse_args()
     load = wait_for_quiet(args.max_load, args.max_wait)
     print(f"machine: {machine()}; commit {git_commit()}; load at start {load:.2f}", flush=True)
     rows = []
-    for n, variant in [(n, v) for n in args.records for v in args.variants]:
-        row = measure(n, args.bootstrap_iters, variant, not args.no_tracemalloc)
+    for n in args.records:
+        row = measure(n, args.bootstrap_iters, not args.no_tracemalloc)
         rows.append(row)
         ph = row["phases"]
         print(
-            f"{variant}: {n} records (2 ranks): RSS before gather {row['rss_before_mib']:.0f} MiB | peak above it: "
+            f"{n} records (2 ranks): RSS before gather {row['rss_before_mib']:.0f} MiB | peak above it: "
             + ", ".join(f"{k} {v['peak_rss_mib'] - row['rss_before_mib']:.1f} MiB ({v['seconds']:.2f} s, python peak {v['python_peak_mib']:.1f} MiB)" for k, v in ph.items())
             + f" | max {row['peak_above_before_mib']:.1f} MiB = {row['bytes_per_record']:.0f} B/record "
             f"(samples file {row['samples_file_bytes_per_record']:.0f} B/record) | load {load_average():.2f}",

@@ -40,7 +40,7 @@ def run_cli(
 ) -> dict[str, Any]:
     """One evaluation with `devices` processes and one thread each: wall time and rank 0's phase timing.
 
-    `model_class` replaces the model's class_path (e.g. `prototypes.PackedHFCausalLM`)."""
+    `model_class` replaces the model's class_path (e.g. a subclass of HFCausalLM on the path)."""
     args = [
         sys.executable, str(TIMED_CLI), "predict", "--config", str(REPO / "configs" / "demo.yaml"),
         "--model.init_args.pretrained", pretrained, "--data.init_args.tasks", json.dumps(tasks),
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--target", type=float, default=1.8)
-    parser.add_argument("--model-class", default=None, help="e.g. prototypes.PackedHFCausalLM")
+    parser.add_argument("--model-class", default=None, help="a model class_path other than HFCausalLM")
     add_load_arguments(parser)
     args = parser.parse_args()
     load = wait_for_quiet(args.max_load, args.max_wait)

@@ -14,7 +14,8 @@ Each command runs through a thin driver that times its evaluation phase (lm-eval
 `on_predict_start` to the gathered responses), both including tokenisation and every forward. The
 total wall time (process start to exit: imports, model load, data, scoring, writing) is measured
 around the subprocess. Accuracies must be identical; per-document log-likelihoods are compared too.
-A third contestant, `prototypes.PackedHFCausalLM`, measures the proposed one-forward scoring.
+A third contestant runs lmm_lightning with `--model.init_args.reuse_context cache` (the context's
+keys/values serve every choice: two forwards) instead of the default packed scoring (one forward).
 Before each run the script waits for other processes to go quiet and records how many cores
 they used during the run.
 
@@ -86,7 +87,6 @@ cli_evaluate()
 """
 
 TIMED_CLI = Path(__file__).resolve().parent / "timed_cli.py"  # our CLI with the predict loop timed
-PACKED = "prototypes.PackedHFCausalLM"  # the proposed one-forward multiple-choice scoring (prototypes.py)
 
 
 def lmeval_python(venv: Path = LMEVAL_VENV) -> Path:
@@ -152,16 +152,16 @@ def run_lmeval(
 
 
 def run_ours(
-    pretrained: str, batch_size: int, threads: int, output: Path, limit: Optional[int] = None, model_class: Optional[str] = None
+    pretrained: str, batch_size: int, threads: int, output: Path, limit: Optional[int] = None, reuse_context: Optional[str] = None
 ) -> dict[str, Any]:
-    """One lmm_lightning run (the demo config, capitals_mc only): wall time, phase timing, accuracy.
-
-    `model_class` replaces the model's class_path, e.g. `prototypes.PackedHFCausalLM`."""
+    """One lmm_lightning run (the demo config, capitals_mc only): wall time, phase timing, accuracy."""
     args = [
         "predict", "--config", str(REPO / "configs" / "demo.yaml"), "--model.init_args.pretrained", pretrained,
         "--data.init_args.tasks", "[capitals_mc]", "--data.init_args.batch_size", str(batch_size),
         "--evaluation.output_dir", str(output), "--trainer.enable_progress_bar", "false",
-    ] + (["--data.init_args.limit", str(limit)] if limit else []) + (["--model.class_path", model_class] if model_class else [])
+    ] + (["--data.init_args.limit", str(limit)] if limit else []) + (
+        ["--model.init_args.reuse_context", reuse_context] if reuse_context else []
+    )
     wall, timing = _run([OUR_PYTHON, str(TIMED_CLI), *args], threads, output.with_suffix(".log"))
     metrics = json.loads((output / "results.json").read_text())["results"]["capitals_mc"]
     samples = [json.loads(l) for l in (output / "samples_capitals_mc.jsonl").read_text().splitlines()]
@@ -180,9 +180,9 @@ def _agreement(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
 
 def compare(
     pretrained: str, batch_size: int, threads: int, repeats: int, workdir: Path, limit: Optional[int] = None,
-    prototype: bool = True, wait: Callable[[], float] = no_wait,
+    cache_variant: bool = True, wait: Callable[[], float] = no_wait,
 ) -> dict[str, Any]:
-    """Alternate lm-eval, lmm_lightning (and the packed prototype) runs; medians, throughput ratios, agreement.
+    """Alternate lm-eval, lmm_lightning (and lmm_lightning with cached contexts) runs; medians, throughput ratios, agreement.
 
     `wait` is called before each run; the cores used by other processes during each run are recorded."""
     python = ensure_lmeval_venv()
@@ -191,8 +191,8 @@ def compare(
         "lm_eval": lambda out: run_lmeval(python, pretrained, task_dir, batch_size, threads, out, limit),
         "lmm_lightning": lambda out: run_ours(pretrained, batch_size, threads, out, limit),
     }
-    if prototype:
-        contestants["lmm_lightning_packed"] = lambda out: run_ours(pretrained, batch_size, threads, out, limit, PACKED)
+    if cache_variant:
+        contestants["lmm_lightning_cache"] = lambda out: run_ours(pretrained, batch_size, threads, out, limit, "cache")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contestants}
     for i in range(repeats):
         for name, run in contestants.items():
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--target", type=float, default=1.5)
-    parser.add_argument("--no-prototype", action="store_true", help="skip the packed-scoring prototype")
+    parser.add_argument("--no-cache-variant", action="store_true", help="skip the run with reuse_context=cache")
     add_load_arguments(parser)
     args = parser.parse_args()
     if args.pretrained is None:
@@ -244,10 +244,10 @@ def main() -> None:
     print(f"machine: {machine()}; commit {git_commit()}; load at start {load:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
         summary = compare(
-            args.pretrained, args.batch_size, args.threads, args.repeats, Path(workdir), args.limit, not args.no_prototype,
+            args.pretrained, args.batch_size, args.threads, args.repeats, Path(workdir), args.limit, not args.no_cache_variant,
             idle_waiter(args),
         )
-    for name in [n for n in ("lm_eval", "lmm_lightning", "lmm_lightning_packed") if n in summary]:
+    for name in [n for n in ("lm_eval", "lmm_lightning", "lmm_lightning_cache") if n in summary]:
         s = summary[name]
         line = (
             f"{name:>20}: acc {s['acc']:.4f} acc_norm {s['acc_norm']:.4f} | {s['requests']} requests, {s['threads_seen']} threads | "

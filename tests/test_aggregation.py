@@ -12,6 +12,7 @@ from lmm_lightning.metrics import (
     aggregate,
     aggregate_group,
     bootstrap_mean,
+    bootstrap_counts_statistics,
     bootstrap_statistics,
     mme_rows,
     pooled_stderr,
@@ -141,7 +142,7 @@ def test_mme_bootstrap_resamples_images() -> None:
     # questions would break pairs and give other values.
     values = [("scene", i, int(i < 3)) for i in range(5) for _ in range(2)]
     rows = mme_rows(values)
-    stats = bootstrap_statistics(AGGREGATIONS["mme_perception"].fn, rows, iters=300, seed=0)
+    stats = bootstrap_counts_statistics(AGGREGATIONS["mme_perception"].fn, rows, iters=300, seed=0)
     assert np.allclose(stats / 40, np.round(stats / 40))
     estimate = aggregate("mme_perception", values, bootstrap_iters=300, seed=0)
     assert estimate.value == pytest.approx(120.0) and estimate.stderr > 0
@@ -189,12 +190,46 @@ def test_every_aggregation_has_a_stderr(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(AGGREGATIONS))
-def test_fn_is_vectorised(name: str) -> None:
+def test_fn_of_counts_equals_fn_of_the_resampled_rows(name: str) -> None:
+    """Scoring a resample through its counts gives the score of the resample itself (its rows repeated)."""
     aggregation = AGGREGATIONS[name]
     assert aggregation.name == name
     array = aggregation.to_array(SAMPLES[name])
-    batch = np.stack([array, array[::-1]])
-    assert aggregation.fn(batch).shape == (2,)
+    counts = np.random.default_rng(0).multinomial(len(array), np.ones(len(array)) / len(array), size=20).astype(float)
+    stats = aggregation.fn(array, counts)
+    assert stats.shape == (20,)
+    for row, expected in zip(counts, stats):
+        resample = np.repeat(array, row.astype(int), axis=0)
+        assert aggregation.fn(resample, np.ones((1, len(resample))))[0] == pytest.approx(expected, nan_ok=True)
+    assert aggregation.fn(array, np.ones((1, len(array))))[0] == pytest.approx(aggregate(name, SAMPLES[name], 0, 0).value)
+
+
+def test_median_of_counts_is_numpys_median() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 8, 101):
+        x = rng.normal(size=n)
+        counts = rng.multinomial(n, np.ones(n) / n, size=30).astype(float)
+        expected = [np.median(np.repeat(x, c.astype(int))) for c in counts]
+        np.testing.assert_allclose(AGGREGATIONS["median"].fn(x, counts), expected, rtol=1e-12)
+
+
+def test_counts_fast_path_matches_index_resampling_for_f1() -> None:
+    """Pairs have at most 4 distinct rows, so F1 is resampled as multinomial counts: the same
+    distribution as resampling documents (checked against the index-resampling bootstrap)."""
+    rng = np.random.default_rng(0)
+    gold = (rng.random(2_000) < 0.4).astype(float)
+    pairs = np.stack([np.where(rng.random(2_000) < 0.8, gold, 1 - gold), gold], axis=1)
+    fast = aggregate("f1", pairs.tolist(), bootstrap_iters=20_000, seed=1)
+
+    def f1_of_samples(samples: np.ndarray) -> np.ndarray:
+        pred, g = samples[..., 0], samples[..., 1]
+        tp, fp, fn = (pred * g).sum(1), (pred * (1 - g)).sum(1), ((1 - pred) * g).sum(1)
+        return 2 * tp / (2 * tp + fp + fn)
+
+    index = bootstrap_statistics(f1_of_samples, pairs, iters=20_000, seed=2)
+    assert fast.value == pytest.approx(f1_of_samples(pairs[None])[0])
+    assert fast.stderr == pytest.approx(index.std(ddof=1), rel=0.03)
+    assert (fast.ci_lower, fast.ci_upper) == pytest.approx(tuple(np.percentile(index, [2.5, 97.5])), abs=0.1 * index.std())
 
 
 def test_aggregate_errors() -> None:

@@ -3,7 +3,6 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -13,7 +12,6 @@ sys.path.insert(0, str(BENCHMARKS))
 import bootstrap as bench_bootstrap  # noqa: E402
 import gather_memory  # noqa: E402
 import overhead  # noqa: E402
-import prototypes  # noqa: E402
 import scaling  # noqa: E402
 import vs_lm_eval  # noqa: E402
 
@@ -31,18 +29,6 @@ def test_overhead_measure(tiny_model: Path, tiny_tasks: Path, task: str) -> None
     assert row["metrics"]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_prototype_matches_library(tiny_model: Path, tiny_tasks: Path, attention: str) -> None:
-    requests = overhead.build_requests("tiny_mc", 6, str(tiny_tasks))
-    library = overhead.HFCausalLM(str(tiny_model), attn_implementation=attention)
-    packed = prototypes.PackedHFCausalLM(str(tiny_model), attn_implementation=attention)
-    library.configure_model(), packed.configure_model()
-    for batch in overhead.global_batches(requests, 5):  # 5: a batch may split a question's choices
-        for a, b in zip(library.loglikelihood(batch), packed.loglikelihood(batch)):
-            assert a.uid == b.uid and a.is_greedy == b.is_greedy
-            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
-
-
 def test_lmeval_task_matches_ours(tmp_path: Path) -> None:
     folder = vs_lm_eval.write_lmeval_task(tmp_path)
     theirs = yaml.safe_load((folder / f"{vs_lm_eval.TASK_NAME}.yaml").read_text())
@@ -56,8 +42,8 @@ def test_lmeval_task_matches_ours(tmp_path: Path) -> None:
 
 def test_vs_lm_eval_runs_ours(tiny_model: Path, tmp_path: Path) -> None:
     run = vs_lm_eval.run_ours(str(tiny_model), batch_size=4, threads=1, output=tmp_path / "ours", limit=3)
-    packed = vs_lm_eval.run_ours(str(tiny_model), 4, 1, tmp_path / "packed", limit=3, model_class=vs_lm_eval.PACKED)
-    assert (packed["acc"], packed["acc_norm"]) == (run["acc"], run["acc_norm"])
+    cached = vs_lm_eval.run_ours(str(tiny_model), 4, 1, tmp_path / "cached", limit=3, reuse_context="cache")
+    assert (cached["acc"], cached["acc_norm"]) == (run["acc"], run["acc_norm"])
     assert run["requests"] == 12 and run["phase_s"] > 0 and run["wall_s"] > run["phase_s"]
     assert 0.0 <= run["acc"] <= 1.0 and sorted(run["logprobs"]) == [0, 1, 2]
 
@@ -71,24 +57,18 @@ def test_scaling_measure(tiny_model: Path, tmp_path: Path) -> None:
     assert row["median_direct_s"][1] > 0 and row["median_direct_s"][2] > 0 and row["direct_ratio"] > 0
 
 
-def test_bootstrap_ours_and_counts_prototype() -> None:
+def test_bootstrap_ours() -> None:
     acc, pairs = bench_bootstrap.synthetic(300)
-    out = bench_bootstrap.time_ours(acc, pairs, iters=200, repeats=1)
-    assert set(out) == {"mean", "f1", "f1_counts_prototype"}
-    assert out["f1"]["value"] == pytest.approx(out["f1_counts_prototype"]["value"])
-    # the counts statistic equals F1 computed on the rows themselves
-    rows, counts = np.unique(pairs, axis=0, return_counts=True)
-    direct = aggregate("f1", [tuple(p) for p in pairs], 0, 0).value
-    assert bench_bootstrap.f1_of_counts(rows, counts[None].astype(float))[0] == pytest.approx(direct)
-    # and its bootstrap has the distribution of index resampling (same stderr up to Monte Carlo error)
-    fast = bench_bootstrap.bootstrap_by_counts(bench_bootstrap.f1_of_counts, pairs, iters=4000, seed=1)
-    slow = aggregate("f1", [tuple(p) for p in pairs], 4000, 1)
-    assert fast.stderr == pytest.approx(slow.stderr, rel=0.08)
+    out = bench_bootstrap.time_ours(acc, pairs, iters=4000, repeats=1)
+    assert set(out) == {"mean", "f1", "f1_indices"}
+    assert out["f1"]["value"] == pytest.approx(out["f1_indices"]["value"])
+    assert out["f1"]["value"] == pytest.approx(aggregate("f1", [tuple(p) for p in pairs], 0, 0).value)
+    # counts and index resampling: the same distribution (stderr equal up to Monte Carlo error)
+    assert out["f1"]["stderr"] == pytest.approx(out["f1_indices"]["stderr"], rel=0.08)
 
 
-@pytest.mark.parametrize("variant", ["library", "opaque"])
-def test_gather_memory_measure(variant: str) -> None:
-    row = gather_memory.measure(200, bootstrap_iters=10, variant=variant)
+def test_gather_memory_measure() -> None:
+    row = gather_memory.measure(200, bootstrap_iters=10)
     assert row["records"] == 200 and row["gathered"] == 200
     assert set(row["phases"]) == {"gather", "score", "write"}
     assert row["exact_match"] == pytest.approx(1 - 67 / 200)  # doc_ids divisible by 3 answer the wrong capital

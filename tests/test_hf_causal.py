@@ -115,26 +115,63 @@ def test_sampled_generation_is_seeded_by_the_batch(lm):
     assert len(set(first)) > 1  # repeats really sample
 
 
-def test_shared_context_reuse_matches_separate_forwards(tiny_model):
-    """A multiple-choice batch: contexts run once and serve every choice, with the same log-probs."""
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("mode", ["packed", "cache"])
+def test_shared_context_reuse_matches_separate_forwards(tiny_model, mode, attention):
+    """A multiple-choice batch (contexts of different lengths, one-token and long choices): contexts run
+    once and serve every choice, with the same log-probs and greedy flags as one forward per request."""
     contexts = ["Question: What is the capital of France? Answer:", "one two three four", "red green"]
-    choices = [" Paris", " Berlin", " Madrid la Vella", " five six seven eight nine"]
+    choices = [" Paris", " Berlin", " Madrid la Vella", " five six seven eight nine", "x"]
     requests = [
         Request(len(contexts) * j + i, "t", i, RequestType.LOGLIKELIHOOD, c, k, j)
         for i, c in enumerate(contexts)
         for j, k in enumerate(choices)
     ]
-    shared = HFCausalLM(pretrained=str(tiny_model), reuse_context=True)
-    separate = HFCausalLM(pretrained=str(tiny_model), reuse_context=False)
+    requests.append(Request(99, "t", 9, RequestType.LOGLIKELIHOOD, "alone", " here", 0))  # a context with one choice
+    shared = HFCausalLM(pretrained=str(tiny_model), reuse_context=mode, attn_implementation=attention)
+    separate = HFCausalLM(pretrained=str(tiny_model), reuse_context=False, attn_implementation=attention)
     shared.configure_model()
     separate.configure_model()
     a, b = shared.loglikelihood(requests), separate.loglikelihood(requests)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attention).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     for request, x, y in zip(requests, a, b):
         direct = direct_loglikelihood(model, tokenizer, request.context, request.continuation)
         assert x.logprob == pytest.approx(direct, abs=1e-4) and y.logprob == pytest.approx(direct, abs=1e-4)
         assert x.is_greedy == y.is_greedy
+    # the requests in another order (another packing) give the same scores
+    again = {r.uid: r for r in shared.loglikelihood(requests[::-1])}
+    assert all(again[x.uid].logprob == pytest.approx(x.logprob, abs=1e-5) for x in a)
+
+
+def test_packed_rows_put_every_choice_after_its_context():
+    from lmm_lightning.models.hf_causal import pack_choices, packed_inputs
+
+    encoded = [([5, 6, 7], [1, 2]), ([5, 6, 7], [3]), ([8], [4, 4, 4])]
+    packed = pack_choices(encoded, pad=0)
+    assert packed.ids == [[5, 6, 7, 1], [0, 0, 8, 4, 4]]
+    assert packed.positions == [[0, 1, 2, 3], [0, 0, 0, 1, 2]]
+    assert packed.segments == [[0, 0, 0, 1], [-1, -1, 0, 1, 1]]
+    assert packed.where == [(0, [2, 3]), (0, [2]), (1, [2, 3, 4])]
+    inputs = packed_inputs(packed, pad=0)
+    mask = inputs["attention_mask"][:, 0]
+    assert mask.shape == (2, 5, 5) and mask.dtype == torch.bool
+    assert mask[1, 4].tolist() == [False, False, True, True, True]  # a choice token: its context and its own choice
+    assert mask[1, 0].tolist() == [True, False, False, False, False]  # padding sees itself only
+    additive = packed_inputs(packed, pad=0, additive=torch.float32)["attention_mask"][:, 0]
+    assert (additive == 0).equal(mask)
+
+
+def test_reuse_context_values(tiny_model):
+    from lmm_lightning.errors import InputError
+    from lmm_lightning.models.hf_causal import reuse_mode
+
+    assert reuse_mode(True, "sdpa") == "packed" and reuse_mode(True, "flash_attention_2") == "cache"
+    assert reuse_mode(False, "sdpa") == "none" and reuse_mode("cache", "eager") == "cache"
+    with pytest.raises(InputError, match="model.reuse_context: 'packed' needs attention"):
+        reuse_mode("packed", "flash_attention_2")
+    with pytest.raises(InputError, match="model.reuse_context: expected true, false or one of"):
+        HFCausalLM(pretrained=str(tiny_model), reuse_context="sometimes")
 
 
 def test_chat_template_wraps_the_context(tiny_model):

@@ -125,7 +125,7 @@ class EvaluationCallback(Callback):
             self.failfast.stop()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        gathered = self.collector.compute()  # a collective: every rank takes part
+        gathered = self.collector.compute().pairs  # a collective: every rank takes part
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
         if self.free_model_memory and isinstance(pl_module, EvalModule):
             pl_module.release()

@@ -10,6 +10,22 @@ from lmm_lightning.requests import Response
 _NAN = float("nan")
 
 
+class Gathered:
+    """Every rank's (response, is_padding) pairs, in rank order.
+
+    A plain holder on purpose, not a list or a dataclass: torchmetrics passes whatever `compute()`
+    returns through `apply_to_collection`, which would rebuild every `Response` with `copy.deepcopy`
+    (twice; about 0.4 ms per record on every rank, 6.5 s for 100,000 records)."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[Response, bool]]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
 class ResponseCollector(Metric):
     """Holds one rank's responses as tensors; `compute()` returns every rank's, in rank order.
 
@@ -40,7 +56,7 @@ class ResponseCollector(Metric):
         )
         self.text_bytes.append(torch.tensor(list(b"".join(e for e in encoded if e)), dtype=torch.uint8, device=device))
 
-    def compute(self) -> list[tuple[Response, bool]]:
+    def compute(self) -> Gathered:
         """Every gathered (response, is_padding) pair."""
         cat = lambda x: x if isinstance(x, torch.Tensor) else torch.cat(x) if x else torch.empty(0)
         uids = cat(self.uid).tolist()
@@ -62,4 +78,4 @@ class ResponseCollector(Metric):
                 text=text,
             )
             out.append((response, bool(pad)))
-        return out
+        return Gathered(out)

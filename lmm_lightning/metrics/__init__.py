@@ -13,6 +13,8 @@ from lmm_lightning.metrics.aggregation import (
 from lmm_lightning.metrics.bootstrap import (
     Estimate,
     bootstrap,
+    bootstrap_counts,
+    bootstrap_counts_statistics,
     bootstrap_mean,
     bootstrap_mean_statistics,
     bootstrap_statistics,
@@ -54,6 +56,8 @@ __all__ = [
     "bootstrap_mean",
     "bootstrap_mean_statistics",
     "bootstrap_statistics",
+    "bootstrap_counts",
+    "bootstrap_counts_statistics",
     "byte_perplexity",
     "exact_match",
     "get_aggregation",

@@ -1,9 +1,11 @@
 """Corpus-level aggregations: per-document values in, one `Estimate` with a bootstrap error out.
 
 Each `Aggregation` pairs a `to_array` (per-document values -> one numeric row per resampling
-unit) with a vectorised `fn` ((batch, n, ...) -> (batch,)), so the same `fn` scores the corpus
-and thousands of bootstrap resamples in one numpy call. Every aggregation therefore gets a
-standard error; none is reported as N/A.
+unit) with a statistic of counts `fn(rows, counts)`: rows (k, ...) and how often each is drawn,
+counts (batch, k) -> (batch,). The same `fn` scores the corpus (every row once) and thousands of
+bootstrap resamples in one numpy call, and because a resample enters only through its counts, rows
+with few distinct values (accuracy, (pred, gold) pairs, MME images) are resampled as multinomial
+counts in O(iterations x distinct rows). Every aggregation gets a standard error; none is N/A.
 
 Per-document values each aggregation expects:
 
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lmm_lightning.metrics.bootstrap import Estimate, bootstrap, bootstrap_mean, mean_stderr
+from lmm_lightning.metrics.bootstrap import Estimate, bootstrap_counts, mean_of_counts, mean_stderr
 
 MME_PERCEPTION = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
@@ -40,8 +42,8 @@ class Aggregation:
     """How to turn per-document values into one corpus score.
 
     `to_array` converts the list of per-document values into an array with one row per
-    resampling unit (a document, or an MME image); `fn` maps resamples of shape (batch, n, ...)
-    to scores of shape (batch,) and is passed unchanged to `bootstrap`.
+    resampling unit (a document, or an MME image); `fn(rows, counts)` maps resamples given as
+    counts (batch, k) of rows (k, ...) to scores (batch,) and is passed unchanged to `bootstrap_counts`.
     """
 
     name: str
@@ -109,7 +111,7 @@ def mme_rows(values: list) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
 
-# --- vectorised statistics: (batch, n, ...) -> (batch,) ----------------------------------------
+# --- statistics of counts: rows (k, ...), counts (batch, k) -> (batch,) -------------------------
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -118,54 +120,53 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.where(denominator == 0, 0.0, numerator / safe)
 
 
-def _mean(samples: np.ndarray) -> np.ndarray:
-    return samples.mean(axis=1)
+def _median(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.median of each resample: the mean of the values at sorted positions floor((n+1)/2) and n/2+1."""
+    order = np.argsort(rows, kind="stable")
+    values, cumulative = rows[order], counts[:, order].cumsum(axis=1)
+    n = cumulative[:, -1:]
+    lower = values[(cumulative < np.floor((n + 1) / 2)).sum(axis=1)]
+    upper = values[(cumulative < np.floor(n / 2) + 1).sum(axis=1)]
+    return (lower + upper) / 2
 
 
-def _median(samples: np.ndarray) -> np.ndarray:
-    return np.median(samples, axis=1)
+def _perplexity(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.exp(-mean_of_counts(rows, counts))
 
 
-def _perplexity(samples: np.ndarray) -> np.ndarray:
-    return np.exp(-samples.mean(axis=1))
+def _confusion(rows: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pred, gold = rows[:, 0], rows[:, 1]
+    return counts @ (pred * gold), counts @ (pred * (1 - gold)), counts @ ((1 - pred) * gold)
 
 
-def _confusion(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pred, gold = samples[..., 0], samples[..., 1]
-    tp = (pred * gold).sum(axis=1)
-    fp = (pred * (1 - gold)).sum(axis=1)
-    fn = ((1 - pred) * gold).sum(axis=1)
-    return tp, fp, fn
-
-
-def _f1(samples: np.ndarray) -> np.ndarray:
-    tp, fp, fn = _confusion(samples)
+def _f1(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    tp, fp, fn = _confusion(rows, counts)
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
-def _precision(samples: np.ndarray) -> np.ndarray:
-    tp, fp, _ = _confusion(samples)
+def _precision(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    tp, fp, _ = _confusion(rows, counts)
     return _ratio(tp, tp + fp)
 
 
-def _recall(samples: np.ndarray) -> np.ndarray:
-    tp, _, fn = _confusion(samples)
+def _recall(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    tp, _, fn = _confusion(rows, counts)
     return _ratio(tp, tp + fn)
 
 
-def _yes_ratio(samples: np.ndarray) -> np.ndarray:
-    return samples[..., 0].mean(axis=1)
+def _yes_ratio(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return mean_of_counts(rows[:, 0], counts)
 
 
-def _weighted_perplexity(samples: np.ndarray) -> np.ndarray:
-    return np.exp(-samples[..., 0].sum(axis=1) / samples[..., 1].sum(axis=1))
+def _weighted_perplexity(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.exp(-(counts @ rows[:, 0]) / (counts @ rows[:, 1]))
 
 
-def _bits_per_byte(samples: np.ndarray) -> np.ndarray:
-    return -samples[..., 0].sum(axis=1) / samples[..., 1].sum(axis=1) / math.log(2)
+def _bits_per_byte(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return -(counts @ rows[:, 0]) / (counts @ rows[:, 1]) / math.log(2)
 
 
-def _mme_score(categories: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray]:
+def _mme_score(categories: tuple[str, ...]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Sum over `categories` of 100 * acc + 100 * acc_plus, on rows from `mme_rows`.
 
     A category with no image in a (re)sample contributes 0, as it does in lmms-eval's sum over
@@ -174,14 +175,14 @@ def _mme_score(categories: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray
     """
     indices = [MME_CATEGORIES.index(c) for c in categories]
 
-    def score(samples: np.ndarray) -> np.ndarray:
-        category, n_correct = samples[..., 0], samples[..., 1]
-        total = np.zeros(samples.shape[0])
+    def score(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        category, n_correct = rows[:, 0], rows[:, 1]
+        total = np.zeros(counts.shape[0])
         for index in indices:
-            mask = category == index
-            images = mask.sum(axis=1)
-            acc = _ratio((n_correct * mask).sum(axis=1), 2 * images)
-            acc_plus = _ratio(((n_correct == 2) & mask).sum(axis=1), images)
+            mask = (category == index).astype(np.float64)
+            images = counts @ mask
+            acc = _ratio(counts @ (n_correct * mask), 2 * images)
+            acc_plus = _ratio(counts @ ((n_correct == 2) * mask), images)
             total += 100.0 * (acc + acc_plus)
         return total
 
@@ -189,7 +190,7 @@ def _mme_score(categories: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray
 
 
 AGGREGATIONS: dict[str, Aggregation] = {
-    "mean": Aggregation("mean", _mean, _scalars),
+    "mean": Aggregation("mean", mean_of_counts, _scalars),
     "median": Aggregation("median", _median, _scalars),
     "perplexity": Aggregation("perplexity", _perplexity, _scalars),
     "f1": Aggregation("f1", _f1, _binary_pairs),
@@ -224,20 +225,17 @@ def aggregate(
 ) -> Estimate:
     """Score per-document `values` with aggregation `name`, with a standard error and interval.
 
-    "mean" uses the exact multinomial `bootstrap_mean`; with `bootstrap_iters` < 2 (or a single
-    document) it falls back to the analytic stderr and a normal interval. Every other
-    aggregation is bootstrapped by resampling rows of `to_array(values)`; with
-    `bootstrap_iters` < 2 its stderr and interval are nan.
+    Rows of `to_array(values)` are resampled by `bootstrap_counts`. With `bootstrap_iters` < 2 (or a
+    single document) "mean" falls back to the analytic stderr and a normal interval, and every other
+    aggregation reports a nan stderr and interval.
     """
     aggregation = get_aggregation(name)
     if len(values) == 0:
         raise ValueError(f"aggregation {name!r} got no values")
     array = aggregation.to_array(values)
-    if name == "mean":
-        if bootstrap_iters >= 2 and len(array) >= 2:
-            return bootstrap_mean(array, iters=bootstrap_iters, seed=seed, confidence=confidence)
+    if name == "mean" and (bootstrap_iters < 2 or len(array) < 2):
         return _analytic_mean(array, confidence)
     if bootstrap_iters < 2:
-        value = float(aggregation.fn(array[None])[0])
+        value = float(aggregation.fn(array, np.ones((1, len(array))))[0])
         return Estimate(value, float("nan"), float("nan"), float("nan"))
-    return bootstrap(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)
+    return bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)

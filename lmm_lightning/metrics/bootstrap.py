@@ -2,7 +2,7 @@
 
 Everything is vectorised with numpy and processed in chunks of at most `chunk_bytes`, so
 100,000 bootstrap iterations over 10,000 documents take milliseconds for the common case
-(a mean of few distinct values, e.g. accuracy) and bounded memory otherwise.
+(few distinct rows: accuracy, (pred, gold) pairs, MME images) and bounded memory otherwise.
 Every random number comes from `np.random.default_rng(seed)`: same seed, same `Estimate`.
 """
 
@@ -78,34 +78,74 @@ def _check(n: int, iters: int, confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
+def resample_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """`size` index resamples of `n` rows as counts of each row, shape (size, n), float64."""
+    indices = resample_indices(rng, n, size) + (np.arange(size) * n)[:, None]
+    return np.bincount(indices.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
+
+
+def bootstrap_counts_statistics(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    values: np.ndarray | list,
+    iters: int = 100_000,
+    seed: int = 1234,
+    chunk_bytes: int = _CHUNK_BYTES,
+) -> np.ndarray:
+    """The `iters` bootstrap replicates of a statistic of counts, shape (iters,).
+
+    `statistic(rows, counts)` scores resamples given as `counts` (batch, k) of each of the k `rows`
+    (k, ...), e.g. `counts @ rows / counts.sum(1)` for a mean. Resampling n rows with replacement only
+    changes how often each distinct row is drawn, and those counts are Multinomial(n, frequencies):
+    with at most 64 distinct rows (accuracy, (pred, gold) pairs, MME images) they are drawn directly
+    at cost O(iters * k) instead of O(iters * n). Otherwise index resamples are counted per row.
+    """
+    x = np.asarray(values)
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    rows, frequencies = np.unique(x, axis=0, return_counts=True)
+    out = []
+    if len(rows) <= _MAX_UNIQUE:
+        for size in _chunks(iters, 16 * len(rows), chunk_bytes):
+            out.append(statistic(rows, rng.multinomial(n, frequencies / n, size=size).astype(np.float64)))
+    else:
+        for size in _chunks(iters, 24 * n, chunk_bytes):  # indices, then counts
+            out.append(statistic(x, resample_counts(rng, n, size)))
+    return np.concatenate(out)
+
+
+def bootstrap_counts(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    values: np.ndarray | list,
+    iters: int = 100_000,
+    seed: int = 1234,
+    confidence: float = 0.95,
+    chunk_bytes: int = _CHUNK_BYTES,
+) -> Estimate:
+    """Bootstrap estimate of a statistic of counts (see `bootstrap_counts_statistics`); `value` is the
+    statistic of the original sample (each row once)."""
+    x = np.asarray(values)
+    _check(len(x), iters, confidence)
+    value = float(statistic(x, np.ones((1, len(x))))[0])
+    stats = bootstrap_counts_statistics(statistic, x, iters, seed, chunk_bytes)
+    return _summarize(value, stats, len(x), confidence)
+
+
+def mean_of_counts(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return counts @ rows / counts.sum(axis=1)
+
+
 def bootstrap_mean_statistics(
     values: np.ndarray | list[float],
     iters: int = 100_000,
     seed: int = 1234,
     chunk_bytes: int = _CHUNK_BYTES,
 ) -> np.ndarray:
-    """The `iters` bootstrap means of `values`, shape (iters,).
-
-    Resampling n values with replacement only changes how often each distinct value is drawn,
-    and those counts are Multinomial(n, counts / n). Drawing the counts directly gives exactly
-    the distribution of index resampling at cost O(iters * n_unique) instead of O(iters * n).
-    With more than 64 distinct values it falls back to chunked index resampling.
-    """
+    """The `iters` bootstrap means of `values`, shape (iters,): exact multinomial resampling for up to
+    64 distinct values (see `bootstrap_counts_statistics`)."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {x.shape}")
-    rng = np.random.default_rng(seed)
-    n = x.size
-    unique, counts = np.unique(x, return_counts=True)
-    out = []
-    if unique.size <= _MAX_UNIQUE:
-        pvals = counts / n
-        for rows in _chunks(iters, 8 * unique.size, chunk_bytes):
-            out.append(rng.multinomial(n, pvals, size=rows) @ unique / n)
-    else:
-        for rows in _chunks(iters, 16 * n, chunk_bytes):  # indices + gathered float64 values
-            out.append(np.take(x, resample_indices(rng, n, rows)).mean(axis=1))
-    return np.concatenate(out)
+    return bootstrap_counts_statistics(mean_of_counts, x, iters, seed, chunk_bytes)
 
 
 def bootstrap_mean(

@@ -1,6 +1,8 @@
 """A Hugging Face causal language model as an EvalModule."""
 
-from typing import Any, Optional
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,8 @@ from lmm_lightning.models.base import EvalModule
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REUSE_MODES = ("packed", "cache", "none")
+PACKED_ATTENTION = ("sdpa", "eager")
 
 
 def pretrained_options(hparams: Any) -> tuple[str, dict[str, Any]]:
@@ -87,6 +91,87 @@ def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
+def accepts(model: torch.nn.Module, argument: str) -> bool:
+    """Whether the (possibly FSDP-wrapped) model's forward takes `argument`."""
+    return argument in inspect.signature(getattr(model, "module", model).forward).parameters
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The forward argument that takes a key/value cache: `cache` in recent transformers, `past_key_values` before."""
+    return "cache" if accepts(model, "cache") else "past_key_values"
+
+
+def attention_implementation(model: torch.nn.Module) -> str:
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
+
+
+@dataclass
+class PackedRows:
+    """Multiple-choice requests packed one row per distinct context: `pad | context | choice 1 | choice 2 | ...`.
+
+    Contexts are left-padded to a common end, so the positions whose logits are needed (each context's last
+    token, and every choice token but the last) are all at or after column `context_width - 1`."""
+
+    ids: list[list[int]] = field(default_factory=list)
+    positions: list[list[int]] = field(default_factory=list)
+    segments: list[list[int]] = field(default_factory=list)  # -1 padding, 0 context, j choice j
+    context_width: int = 0
+    where: list[tuple[int, list[int]]] = field(default_factory=list)  # per request: row, columns predicting its tokens
+
+
+def pack_choices(encoded: list[tuple[list[int], list[int]]], pad: int) -> PackedRows:
+    """Each distinct context once, followed by the tokens of every continuation that shares it (less their last)."""
+    packed = PackedRows(context_width=max(len(ctx) for ctx, _ in encoded))
+    row_of: dict[tuple[int, ...], int] = {}
+    for context, continuation in encoded:
+        if tuple(context) not in row_of:
+            row_of[tuple(context)] = len(packed.ids)
+            padding = packed.context_width - len(context)
+            packed.ids.append([pad] * padding + list(context))
+            packed.positions.append([0] * padding + list(range(len(context))))
+            packed.segments.append([-1] * padding + [0] * len(context))
+        r = row_of[tuple(context)]
+        extra = continuation[:-1]
+        start = len(packed.ids[r])
+        packed.ids[r].extend(extra)
+        packed.positions[r].extend(range(len(context), len(context) + len(extra)))
+        packed.segments[r].extend([max(packed.segments[r]) + 1] * len(extra))
+        packed.where.append((r, [packed.context_width - 1] + list(range(start, start + len(extra)))))
+    return packed
+
+
+def packed_inputs(packed: PackedRows, pad: int, additive: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+    """Right-padded ids, position ids that restart after the context for each choice, and a (rows, 1, width,
+    width) mask in which a token sees earlier context tokens and earlier tokens of its own choice (padding
+    sees itself only): boolean (True = attend) for SDPA, or additive in `additive` dtype for eager attention."""
+    width = max(len(row) for row in packed.ids)
+    ids = torch.full((len(packed.ids), width), pad, dtype=torch.long)
+    positions = torch.zeros((len(packed.ids), width), dtype=torch.long)
+    segments = torch.full((len(packed.ids), width), -1, dtype=torch.long)
+    for i, (row, pos, seg) in enumerate(zip(packed.ids, packed.positions, packed.segments)):
+        ids[i, : len(row)] = torch.tensor(row)
+        positions[i, : len(pos)] = torch.tensor(pos)
+        segments[i, : len(seg)] = torch.tensor(seg)
+    index = torch.arange(width)
+    causal = index[None, :, None] >= index[None, None, :]
+    query, key = segments[:, :, None], segments[:, None, :]
+    allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)[None]
+    mask = allowed if additive is None else torch.zeros(allowed.shape, dtype=additive).masked_fill_(~allowed, torch.finfo(additive).min)
+    return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
+
+
+def score_packed(model: torch.nn.Module, encoded: list[tuple[list[int], list[int]]], pad: int, device: torch.device) -> list[tuple[float, bool]]:
+    """Score multiple-choice requests in one forward per batch: a question's context and all its choices
+    share one row, and the language-model head runs only from the contexts' last column on."""
+    packed = pack_choices(encoded, pad)
+    additive = None if attention_implementation(model) == "sdpa" else model.get_input_embeddings().weight.dtype
+    inputs = {k: v.to(device) for k, v in packed_inputs(packed, pad, additive).items()}
+    first = packed.context_width - 1
+    logits = model(**inputs, use_cache=False, logits_to_keep=inputs["input_ids"].shape[1] - first).logits
+    return [_score(logits[r, [c - first for c in columns]], continuation) for (_, continuation), (r, columns) in zip(encoded, packed.where)]
+
+
 def score_shared_contexts(
     model: torch.nn.Module, first: dict[str, torch.Tensor], group_of: list[int], continuations: list[list[int]], pad: int
 ) -> list[tuple[float, bool]]:
@@ -96,13 +181,14 @@ def score_shared_contexts(
     mask = first["attention_mask"]
     device = mask.device
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(**first, position_ids=positions, use_cache=True)
+    keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    out = model(**first, position_ids=positions, use_cache=True, **keep)
     last_logits = out.logits[:, -1]  # predicts each continuation's first token
     width = max(len(c) for c in continuations)
     rest_logits = None
     if width > 1:
         index = torch.tensor(group_of, device=device)
-        cache = out.past_key_values
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.reorder_cache(index)
         rest_ids, rest_mask = _pad_right([c[:-1] for c in continuations], pad, width - 1)
         rest_positions = mask.sum(-1)[index][:, None] + torch.arange(width - 1, device=device)[None, :]
@@ -110,8 +196,8 @@ def score_shared_contexts(
             input_ids=rest_ids.to(device),
             attention_mask=torch.cat([mask[index], rest_mask.to(device)], dim=1),
             position_ids=rest_positions,
-            past_key_values=cache,
             use_cache=False,
+            **{cache_argument(model): cache},
         ).logits
     scores = []
     for i, continuation in enumerate(continuations):
@@ -128,6 +214,25 @@ def _score(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
     target = torch.tensor(continuation, device=logprobs.device)
     logprob = logprobs.gather(-1, target[:, None]).sum().item()
     return logprob, bool((logprobs.argmax(-1) == target).all().item())
+
+
+def reuse_mode(reuse_context: Union[bool, str], attention: Optional[str] = None) -> str:
+    """"packed", "cache" or "none" from the `reuse_context` setting; True packs where the attention kernel
+    takes a block mask (SDPA, eager) and reuses the cache elsewhere."""
+    if reuse_context is True or reuse_context is False:
+        mode = "packed" if reuse_context else "none"
+    elif reuse_context in REUSE_MODES:
+        mode = reuse_context
+    else:
+        raise InputError(f"model.reuse_context: expected true, false or one of {list(REUSE_MODES)}, got {reuse_context!r}")
+    if mode == "packed" and attention is not None and attention not in PACKED_ATTENTION:
+        if reuse_context == "packed":
+            raise InputError(
+                f"model.reuse_context: 'packed' needs attention that takes a block mask ({', '.join(PACKED_ATTENTION)}), "
+                f"the model uses {attention!r}; use 'cache'"
+            )
+        return "cache"
+    return mode
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
@@ -149,7 +254,10 @@ class HFCausalLM(EvalModule):
         attn_implementation: e.g. "sdpa", "eager", "flash_attention_2"; the model's default when unset.
         use_chat_template: wrap each context in the tokenizer's chat template (instruct models).
         system_prompt: a system message for the chat template.
-        reuse_context: for requests sharing a context (multiple choice), run the context once.
+        reuse_context: how requests sharing a context (multiple choice) are scored. True or "packed": one row
+            per question holding its context and every choice, a single forward with a block mask (SDPA and
+            eager attention; other attention kernels take "cache"). "cache": the context runs once and its
+            keys/values serve every choice (two forwards). False or "none": one sequence per request.
     """
 
     def __init__(
@@ -161,9 +269,10 @@ class HFCausalLM(EvalModule):
         attn_implementation: Optional[str] = None,
         use_chat_template: bool = False,
         system_prompt: Optional[str] = None,
-        reuse_context: bool = True,
+        reuse_context: Union[bool, str] = True,
     ) -> None:
         super().__init__()
+        reuse_mode(reuse_context)  # fail on a bad value before loading anything
         # Explicit, so subclasses with extra arguments keep the same hyperparameters (and identity).
         self.save_hyperparameters(
             {
@@ -227,7 +336,10 @@ class HFCausalLM(EvalModule):
     @torch.no_grad()
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
         encoded = [self._encode(r) for r in requests]
-        if self.hparams.reuse_context:
+        mode = reuse_mode(self.hparams.reuse_context, attention_implementation(self.model))
+        if mode == "packed":
+            scored = score_packed(self.model, encoded, self.tokenizer.pad_token_id, self.device)
+        elif mode == "cache":
             scored = self._score_shared_contexts(encoded)
         else:
             scored = self._score_full(encoded)
