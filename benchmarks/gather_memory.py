@@ -84,7 +84,7 @@ class Phases:
         self.rows[name] = {
             "peak_rss_mib": rss_mib("VmHWM"),
             "rss_after_mib": rss_mib("VmRSS"),
-            "python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20 if tracemalloc.is_tracing() else float("nan"),
+            "python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20 if tracemalloc.is_tracing() else None,
             "seconds": time.perf_counter() - self.t0,
         }
 
@@ -167,6 +167,11 @@ def measure(
     return result
 
 
+def _python_peak(phase: dict[str, Any]) -> str:
+    peak = phase["python_peak_mib"]
+    return "" if peak is None else f", python peak {peak:.1f} MiB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, nargs="+", default=[25_000, 50_000, 100_000])
@@ -183,7 +188,7 @@ def main() -> None:
         ph = row["phases"]
         print(
             f"{n} records (2 ranks): RSS before gather {row['rss_before_mib']:.0f} MiB | peak above it: "
-            + ", ".join(f"{k} {v['peak_rss_mib'] - row['rss_before_mib']:.1f} MiB ({v['seconds']:.2f} s, python peak {v['python_peak_mib']:.1f} MiB)" for k, v in ph.items())
+            + ", ".join(f"{k} {v['peak_rss_mib'] - row['rss_before_mib']:.1f} MiB ({v['seconds']:.2f} s{_python_peak(v)})" for k, v in ph.items())
             + f" | max {row['peak_above_before_mib']:.1f} MiB = {row['bytes_per_record']:.0f} B/record "
             f"(samples file {row['samples_file_bytes_per_record']:.0f} B/record) | load {load_average():.2f}",
             flush=True,

@@ -64,6 +64,8 @@ def run_cli(
         "wall_s": wall, **rank0, "requests_all_ranks": sum(t.get("requests", 0) for t in timings),
         # rank 0 starts the other ranks and does not reap them, so their CPU is not in our children's rusage
         "other_ranks_cpu_s": sum(t["cpu_s"] for t in timings if t["rank"] != 0),
+        # per rank: the share of its phase spent in the model (the rest is the framework and waiting for the others)
+        "model_share": {t["rank"]: t.get("model_s", 0.0) / t["phase_s"] for t in timings},
     }
 
 
@@ -179,6 +181,8 @@ def measure(
         "median_phase_s": phase,
         "median_wall_s": wall,
         "throughput_ratio": phase[1] / phase[2],
+        "model_share": {d: [r["model_share"] for r in rows] for d, rows in runs.items()},
+        "min_model_share": {d: min(min(r["model_share"].values()) for r in rows) for d, rows in runs.items()},
         "wall_ratio": wall[1] / wall[2],
         **(direct_summary(runs) if direct else {}),
         "identity": outputs_identical(workdir / "d1_0", workdir / "d2_0"),
@@ -212,6 +216,7 @@ def main() -> None:
         f"phase 1 proc {p[1]:.2f} s, 2 procs {p[2]:.2f} s -> x{row['throughput_ratio']:.2f} (target >= {args.target}: {verdict}) | "
         f"plain processes (no framework) 1: {row['median_direct_s'][1]:.2f} s, 2: {row['median_direct_s'][2]:.2f} s -> "
         f"x{row['direct_ratio']:.2f} (the machine's ceiling) | "
+        f"share of each rank's phase in the model >= {row['min_model_share'][1]:.1%} (1 proc), {row['min_model_share'][2]:.1%} (2 procs) | "
         f"wall 1 proc {w[1]:.2f} s, 2 procs {w[2]:.2f} s -> x{row['wall_ratio']:.2f} | identical samples: "
         f"{not ident['samples_differing']} ({ident['samples_files']} files), metrics: {ident['metrics_identical']} | "
         f"load {min(min(v) for v in row['load_1min'].values()):.2f}-{max(max(v) for v in row['load_1min'].values()):.2f}, "

@@ -55,6 +55,8 @@ def test_scaling_measure(tiny_model: Path, tmp_path: Path) -> None:
     assert row["identity"]["samples_files"] == 1 and row["identity"]["samples_differing"] == []
     assert row["identity"]["metrics_identical"]
     assert row["median_direct_s"][1] > 0 and row["median_direct_s"][2] > 0 and row["direct_ratio"] > 0
+    assert set(row["model_share"][2][0]) == {0, 1}  # both ranks timed their model steps
+    assert all(0 < share <= 1 for shares in row["min_model_share"].values() for share in [shares])
 
 
 def test_bootstrap_ours() -> None:
@@ -73,3 +75,4 @@ def test_gather_memory_measure() -> None:
     assert set(row["phases"]) == {"gather", "score", "write"}
     assert row["exact_match"] == pytest.approx(1 - 67 / 200)  # doc_ids divisible by 3 answer the wrong capital
     assert row["peak_rss_mib"] >= row["rss_before_mib"]
+    assert all(p["python_peak_mib"] is not None for p in row["phases"].values())
