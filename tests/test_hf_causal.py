@@ -225,3 +225,20 @@ def test_release_frees_the_model_and_configure_model_reloads_it(tiny_model):
     assert module.model is None and module.tokenizer is None
     module.configure_model()
     assert module.model is not None
+
+
+def test_each_distinct_context_is_tokenised_once_per_batch(tiny_model, monkeypatch):
+    """Two questions with three choices each: one tokenizer call for the six whole strings and one for
+    the two distinct contexts, not one context tokenisation per choice."""
+    lm = HFCausalLM(pretrained=str(tiny_model))
+    lm.configure_model()
+    pairs = [(c, k) for c in ("Question: 2 + 2 = ?", "Capital of Peru?") for k in (" 4", " five", " Lima ")]
+    calls = []
+    tokenize = type(lm.tokenizer).__call__
+    monkeypatch.setattr(type(lm.tokenizer), "__call__", lambda self, text, **kw: calls.append(text) or tokenize(self, text, **kw))
+    got = lm.loglikelihood(requests_for(pairs))
+    assert len(calls) == 2 and len(calls[0]) == 6 and sorted(calls[1]) == ["Capital of Peru?", "Question: 2 + 2 = ?"]
+    monkeypatch.undo()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for (context, continuation), response in zip(pairs, got):
+        assert response.logprob == pytest.approx(direct_loglikelihood(model, lm.tokenizer, context, continuation), abs=1e-4)

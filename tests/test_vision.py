@@ -263,3 +263,24 @@ def test_shared_context_reuse_matches_separate_forwards(tiny_llava, chat):
     a, b = shared.loglikelihood(requests, visual), separate.loglikelihood(requests, visual)
     for x, y in zip(a, b):
         assert x.logprob == pytest.approx(y.logprob, abs=1e-4) and x.is_greedy == y.is_greedy
+
+
+@pytest.mark.parametrize("reuse_context", [True, False])
+def test_shared_prompt_and_images_are_encoded_once(tiny_llava, monkeypatch, reuse_context):
+    """Two questions with three choices each: the processor sees each prompt (with its images) alone
+    once and each prompt+choice once: 2 + 6 calls, not 2 per choice."""
+    pool = images(2, seed=5)
+    requests = [
+        Request(3 * doc + j, "t", doc, RequestType.LOGLIKELIHOOD, f"Which colour, number {doc}?", choice, j)
+        for doc in range(2)
+        for j, choice in enumerate([" red", " deep blue", " green or not"])
+    ]
+    visual = [[pool[r.doc_id]] for r in requests]
+    model = load(tiny_llava, reuse_context=reuse_context)
+    expected = [model.loglikelihood([r], [v])[0].logprob for r, v in zip(requests, visual)]
+    calls = []
+    encode = HFVisionLM.encode
+    monkeypatch.setattr(HFVisionLM, "encode", lambda self, text, imgs: calls.append(text) or encode(self, text, imgs))
+    got = model.loglikelihood(requests, visual)
+    assert len(calls) == 8 and len(set(calls)) == 8
+    assert [r.logprob for r in got] == pytest.approx(expected, abs=1e-4)

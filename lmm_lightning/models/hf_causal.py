@@ -35,17 +35,24 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     return (stripped, context[len(stripped):] + continuation) if spaces else (context, continuation)
 
 
-def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation tokens, taken from the encoding of the whole string so merges across the
-    boundary are tokenised the way the model saw them in training."""
-    context, continuation = split_context(context, continuation)
-    whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
-    n_context = len(tokenizer(context, add_special_tokens=False).input_ids)
-    context_ids, continuation_ids = whole[:n_context], whole[n_context:]
-    if not context_ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        context_ids = [start]
-    return context_ids, continuation_ids
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+) -> list[tuple[list[int], list[int]]]:
+    """Context and continuation tokens of each (context, continuation) pair, taken from the encoding of
+    the whole string so merges across the boundary are tokenised the way the model saw them in training.
+
+    One tokenizer call for the whole strings and one for the distinct contexts: the choices of a
+    question share their context, which is tokenised once."""
+    split = [split_context(context, continuation) for context, continuation in pairs]
+    contexts = list(dict.fromkeys(context for context, _ in split))
+    wholes = tokenizer([context + continuation for context, continuation in split], add_special_tokens=False).input_ids
+    lengths = dict(zip(contexts, map(len, tokenizer(contexts, add_special_tokens=False).input_ids)))
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    encoded = []
+    for (context, _), whole in zip(split, wholes):
+        n_context = lengths[context]
+        encoded.append((whole[:n_context] or [start], whole[n_context:]))
+    return encoded
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -306,13 +313,17 @@ class HFCausalLM(EvalModule):
             return self.hparams.max_length
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
-    def _encode(self, request: Request) -> tuple[list[int], list[int]]:
-        """Context and continuation tokens, truncated on the left to the context window."""
-        context_ids, continuation_ids = encode_pair(self.tokenizer, self.prompt(request.context), request.continuation)
-        overflow = len(context_ids) + len(continuation_ids) - (self.max_length + 1)
-        if overflow > 0:
-            context_ids = context_ids[overflow:] or context_ids[-1:]
-        return context_ids, continuation_ids
+    def _encode(self, requests: list[Request]) -> list[tuple[list[int], list[int]]]:
+        """Context and continuation tokens of each request, truncated on the left to the context window;
+        each distinct context is templated and tokenised once."""
+        prompts = {context: self.prompt(context) for context in dict.fromkeys(r.context for r in requests)}
+        encoded = []
+        for context_ids, continuation_ids in encode_pairs(self.tokenizer, [(prompts[r.context], r.continuation) for r in requests]):
+            overflow = len(context_ids) + len(continuation_ids) - (self.max_length + 1)
+            if overflow > 0:
+                context_ids = context_ids[overflow:] or context_ids[-1:]
+            encoded.append((context_ids, continuation_ids))
+        return encoded
 
     def sequence_length(self, request: Request) -> int:
         tokens = len(self.tokenizer(self.prompt(request.context) + request.continuation, add_special_tokens=False).input_ids)
@@ -335,7 +346,7 @@ class HFCausalLM(EvalModule):
 
     @torch.no_grad()
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
-        encoded = [self._encode(r) for r in requests]
+        encoded = self._encode(requests)
         mode = reuse_mode(self.hparams.reuse_context, attention_implementation(self.model))
         if mode == "packed":
             scored = score_packed(self.model, encoded, self.tokenizer.pad_token_id, self.device)

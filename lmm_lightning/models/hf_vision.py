@@ -163,11 +163,12 @@ class HFVisionLM(EvalModule):
     def loglikelihood(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
         """Continuation tokens are those of prompt+continuation after the prompt's own tokens."""
         visuals = visuals or [[] for _ in requests]
+        encoded = self._encode(requests, visuals)
         if self.hparams.reuse_context and self.model.config.model_type not in SEPARATE_CONTEXT_MODELS:
-            scored = self._score_shared_contexts(requests, visuals)
+            scored = self._score_shared_contexts(requests, encoded)
             if scored is not None:
                 return [Response(uid=r.uid, logprob=lp, is_greedy=g) for r, (lp, g) in zip(requests, scored)]
-        rows, targets = zip(*(self.scored_row(r, images) for r, images in zip(requests, visuals)))
+        rows, targets = zip(*(self.scored_row(whole, n_prompt, images) for (whole, n_prompt), images in zip(encoded, visuals)))
         logits = self.model(**self.to_model(self.collate(list(rows), "right"))).logits
         responses = []
         for i, (request, row, target) in enumerate(zip(requests, rows, targets)):
@@ -179,18 +180,28 @@ class HFVisionLM(EvalModule):
             responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
         return responses
 
-    def _score_shared_contexts(self, requests: list[Request], visuals: list[list[Any]]) -> Optional[list[tuple[float, bool]]]:
-        """The choices of one question share its prompt and images: encode the images and run the prompt
-        once, then score every choice on the cached keys/values. None when a prompt needs truncating."""
+    def _encode(self, requests: list[Request], visuals: list[list[Any]]) -> list[tuple[Row, int]]:
+        """Each request's prompt+continuation encoding and the length of its prompt in tokens. The choices
+        of a question share their prompt and images, which are encoded alone once, not once per choice."""
+        prompt_lengths: dict[tuple, int] = {}
+        encoded = []
+        for request, images in zip(requests, visuals):
+            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
+            if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
+                prompt, continuation = split_context(prompt, continuation)
+            key = (request.task, request.doc_id, prompt)
+            if key not in prompt_lengths:
+                prompt_lengths[key] = self.encode(prompt, images)["input_ids"].shape[1]
+            encoded.append((self.encode(prompt + continuation, images), prompt_lengths[key]))
+        return encoded
+
+    def _score_shared_contexts(self, requests: list[Request], encoded: list[tuple[Row, int]]) -> Optional[list[tuple[float, bool]]]:
+        """Run each shared prompt (with its images) once, then score every choice on the cached
+        keys/values. None when a prompt needs truncating."""
         contexts: dict[tuple, int] = {}
         first_rows: list[Row] = []
         group_of, continuations = [], []
-        for request, images in zip(requests, visuals):
-            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
-            if not self.chat:
-                prompt, continuation = split_context(prompt, continuation)
-            n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
-            whole = self.encode(prompt + continuation, images)
+        for request, (whole, n_prompt) in zip(requests, encoded):
             if whole["input_ids"].shape[1] > self.max_length or whole["input_ids"].shape[1] == n_prompt:
                 return None
             key = (request.task, request.doc_id, tuple(whole["input_ids"][0, :n_prompt].tolist()))
@@ -202,13 +213,8 @@ class HFVisionLM(EvalModule):
         first = self.to_model(self.collate(first_rows, "left"))
         return score_shared_contexts(self.model, first, group_of, continuations, self.tokenizer.pad_token_id)
 
-    def scored_row(self, request: Request, images: list[Any]) -> tuple[Row, torch.Tensor]:
+    def scored_row(self, whole: Row, n_prompt: int, images: list[Any]) -> tuple[Row, torch.Tensor]:
         """The model inputs for one request (prompt+continuation less its last token) and the continuation tokens."""
-        prompt, continuation = self.prompt(request.context, len(images)), request.continuation
-        if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
-            prompt, continuation = split_context(prompt, continuation)
-        n_prompt = self.encode(prompt, images)["input_ids"].shape[1]
-        whole = self.encode(prompt + continuation, images)
         target = whole["input_ids"][0, n_prompt:]
         if len(target) == 0:
             return whole, target
