@@ -13,6 +13,7 @@ import bootstrap as bench_bootstrap  # noqa: E402
 import gather_memory  # noqa: E402
 import overhead  # noqa: E402
 import scaling  # noqa: E402
+import tokenisation  # noqa: E402
 import vs_lm_eval  # noqa: E402
 
 from lmm_lightning.metrics.aggregation import aggregate  # noqa: E402
@@ -76,3 +77,9 @@ def test_gather_memory_measure() -> None:
     assert row["exact_match"] == pytest.approx(1 - 67 / 200)  # doc_ids divisible by 3 answer the wrong capital
     assert row["peak_rss_mib"] >= row["rss_before_mib"]
     assert all(p["python_peak_mib"] is not None for p in row["phases"].values())
+
+
+def test_tokenisation_measure(tiny_model: Path, tiny_tasks: Path) -> None:
+    row = tokenisation.measure(str(tiny_model), ["tiny_mc"], batch_size=4, repeats=1, limit=4, include_path=str(tiny_tasks))
+    assert row["requests"] == 12 and row["batches"] == 3 and row["identical_tokens"]
+    assert row["median_s"]["per_batch"] > 0 and row["median_s"]["per_request"] > 0 and row["model_s"] > 0
