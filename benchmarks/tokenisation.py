@@ -26,7 +26,7 @@ from lmm_lightning.requests import RequestType
 
 def measure(
     pretrained: str, tasks: list[str], batch_size: int, repeats: int, limit: Optional[int] = None,
-    include_path: Optional[str] = None, model_time: bool = True,
+    include_path: Optional[str] = None,
 ) -> dict[str, Any]:
     """Seconds to tokenise every loglikelihood batch both ways (and to run the model on them)."""
     model = HFCausalLM(pretrained, dtype="float32")
@@ -50,19 +50,17 @@ def measure(
             for pair in batch:
                 encode_pairs(model.tokenizer, [pair])
         times["per_request"].append(time.perf_counter() - start)
-    row = {
+    start = time.perf_counter()
+    for batch in request_batches:
+        model.loglikelihood(batch)
+    return {
         "requests": sum(map(len, batches)),
         "batches": len(batches),
         "identical_tokens": per_batch == per_request,
         "times_s": times,
         "median_s": {k: median(v) for k, v in times.items()},
+        "model_s": time.perf_counter() - start,
     }
-    if model_time:
-        start = time.perf_counter()
-        for batch in request_batches:
-            model.loglikelihood(batch)
-        row["model_s"] = time.perf_counter() - start
-    return row
 
 
 def main() -> None:

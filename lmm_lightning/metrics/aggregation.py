@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lmm_lightning.metrics.bootstrap import Estimate, bootstrap_counts, mean_of_counts, mean_stderr
+from lmm_lightning.metrics.bootstrap import Estimate, bootstrap_counts, mean_of_counts, mean_stderr, statistic_of_sample
 
 MME_PERCEPTION = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
@@ -236,6 +236,5 @@ def aggregate(
     if name == "mean" and (bootstrap_iters < 2 or len(array) < 2):
         return _analytic_mean(array, confidence)
     if bootstrap_iters < 2:
-        value = float(aggregation.fn(array, np.ones((1, len(array))))[0])
-        return Estimate(value, float("nan"), float("nan"), float("nan"))
+        return Estimate(statistic_of_sample(aggregation.fn, array), float("nan"), float("nan"), float("nan"))
     return bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)

@@ -125,13 +125,24 @@ def bootstrap_counts(
     statistic of the original sample (each row once)."""
     x = np.asarray(values)
     _check(len(x), iters, confidence)
-    value = float(statistic(x, np.ones((1, len(x))))[0])
     stats = bootstrap_counts_statistics(statistic, x, iters, seed, chunk_bytes)
-    return _summarize(value, stats, len(x), confidence)
+    return _summarize(statistic_of_sample(statistic, x), stats, len(x), confidence)
+
+
+def statistic_of_sample(statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], values: np.ndarray) -> float:
+    """A statistic of counts on the sample itself: every row counted once."""
+    return float(statistic(values, np.ones((1, len(values))))[0])
 
 
 def mean_of_counts(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return counts @ rows / counts.sum(axis=1)
+
+
+def _scalars(values: np.ndarray | list[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {x.shape}")
+    return x
 
 
 def bootstrap_mean_statistics(
@@ -142,10 +153,7 @@ def bootstrap_mean_statistics(
 ) -> np.ndarray:
     """The `iters` bootstrap means of `values`, shape (iters,): exact multinomial resampling for up to
     64 distinct values (see `bootstrap_counts_statistics`)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {x.shape}")
-    return bootstrap_counts_statistics(mean_of_counts, x, iters, seed, chunk_bytes)
+    return bootstrap_counts_statistics(mean_of_counts, _scalars(values), iters, seed, chunk_bytes)
 
 
 def bootstrap_mean(
@@ -160,10 +168,7 @@ def bootstrap_mean(
     `value` is the mean of the original sample; `stderr` is the std (ddof=1) of the bootstrap
     means; the interval is the percentile interval. stderr and the interval are nan for n < 2.
     """
-    x = np.asarray(values, dtype=np.float64)
-    _check(x.size, iters, confidence)
-    stats = bootstrap_mean_statistics(x, iters, seed, chunk_bytes)
-    return _summarize(float(x.mean()), stats, x.size, confidence)
+    return bootstrap_counts(mean_of_counts, _scalars(values), iters, seed, confidence, chunk_bytes)
 
 
 def bootstrap_statistics(
