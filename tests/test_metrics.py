@@ -73,19 +73,20 @@ def test_acc_norm_rejects_bad_input() -> None:
     ("prediction", "target", "kwargs", "expected"),
     [
         ("Paris", "Paris", {}, 1.0),
-        ("  Paris\n", "Paris", {}, 1.0),  # whitespace is always stripped
+        ("  Paris\n", "Paris", {}, 0.0),  # whitespace is kept, as lm-eval (the pipeline strips generations first)
         ("paris", "Paris", {}, 0.0),
         ("paris", "Paris", {"ignore_case": True}, 1.0),
         ("Paris.", "Paris", {}, 0.0),
         ("Paris.", "Paris", {"ignore_punctuation": True}, 1.0),
         ("P.a,r!i's", "Paris", {"ignore_punctuation": True}, 1.0),
         ("PARIS!", "paris", {"ignore_case": True, "ignore_punctuation": True}, 1.0),
-        ("The answer is 42", "42", {"ignore_regexes": (r"The answer is",)}, 1.0),
+        ("The answer is 42", "42", {"ignore_regexes": (r"The answer is",)}, 0.0),  # " 42": lm-eval gives 0 too
+        ("The answer is 42", "42", {"ignore_regexes": (r"The answer is ",)}, 1.0),
         # Regexes run before lowercasing, so a case-sensitive pattern misses lowercase text.
         ("the answer is 42", "42", {"ignore_regexes": (r"The answer is",), "ignore_case": True}, 0.0),
         ("$1,000", "1000", {"ignore_regexes": (r"\$", ",")}, 1.0),
         # Targets are normalised too.
-        ("42", "The answer is 42.", {"ignore_regexes": (r"The answer is",), "ignore_punctuation": True}, 1.0),
+        ("42", "The answer is 42.", {"ignore_regexes": (r"The answer is ",), "ignore_punctuation": True}, 1.0),
         ("Rome", ["Paris", "rome"], {"ignore_case": True}, 1.0),
         ("Rome", ["Paris", "rome"], {}, 0.0),
         ("Rome", [], {}, 0.0),

@@ -96,7 +96,7 @@ def _load(task: Task, split: Optional[str], where: Any) -> datasets.Dataset:
     except Exception as err:  # noqa: BLE001 - datasets raises many types for missing files or hubs
         spec = task.spec
         raise InputError(
-            f"{where}: cannot load split '{split or spec.test_split}' (dataset_path={spec.dataset_path!r}, "
+            f"{where}: cannot load split '{split or spec.evaluated_split}' (dataset_path={spec.dataset_path!r}, "
             f"dataset_name={spec.dataset_name!r}, data_files={spec.data_files!r}): {type(err).__name__}: {err}"
         ) from None
 
@@ -183,11 +183,11 @@ class BenchmarkDataModule(LightningDataModule):
         task = Task(spec, seed=self.seed)
         split = _load(task, None, where)
         if len(split) == 0:
-            raise InputError(f"{where}: split '{spec.test_split}' of task '{task.name}' has no documents")
+            raise InputError(f"{where}: split '{spec.evaluated_split}' of task '{task.name}' has no documents")
         images = image_columns(split)
         text_split = split.remove_columns(images) if images else split
         if spec.num_fewshot:
-            pool = text_split if spec.fewshot_split is None else _load(task, spec.fewshot_split, where)
+            pool = text_split if task.fewshot_same_split else _load(task, spec.fewshot_source, where)
             pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
             task.fewshot_pool = list(enumerate(pool.to_list()))
         try:

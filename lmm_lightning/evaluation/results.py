@@ -55,6 +55,7 @@ def build_results(
         "confidence_intervals": {},
         "world_size": world_size,
         "integrity": {},
+        "splits": {},
     }
     for result in results:
         task = tasks[result.name]
@@ -72,6 +73,10 @@ def build_results(
         out["higher_is_better"][result.name] = {m.metric: m.higher_is_better for m in task.metrics}
         out["n-samples"][result.name] = {"original": n_original[result.name], "effective": len(result.records)}
         out["integrity"][result.name] = asdict(result.integrity)
+        out["splits"][result.name] = {
+            "evaluated": task.spec.evaluated_split,
+            "fewshot": task.spec.fewshot_source if task.spec.num_fewshot else None,
+        }
     for group, scores in groups.items():
         entry = {"alias": group, "samples": max((size for _, _, size in scores.values()), default=0)}
         intervals = {}

@@ -47,7 +47,7 @@ def _normalize(
         text = text.lower()
     if ignore_punctuation:
         text = text.translate(_PUNCTUATION_TABLE)
-    return text.strip()
+    return text
 
 
 def exact_match(
@@ -60,8 +60,12 @@ def exact_match(
     """1.0 if the prediction equals the target (or any of several targets) after normalisation.
 
     Normalisation is applied identically to prediction and targets, in this order: remove each
-    regex in `ignore_regexes`, lowercase, remove `string.punctuation`, strip whitespace.
-    Regexes run first so they can match the raw text (e.g. a case-sensitive "The answer is").
+    regex in `ignore_regexes`, lowercase, remove `string.punctuation`; whitespace is kept, as in
+    lm-evaluation-harness's `exact_match` (generations are stripped before any metric sees them,
+    see `tasks/postprocess.py`). Regexes run first so they can match the raw text.
+
+    >>> exact_match("Paris.", "paris", ignore_case=True, ignore_punctuation=True), exact_match("Paris ", "Paris")
+    (1.0, 0.0)
     """
     targets = [target] if isinstance(target, str) else list(target)
     options = (ignore_case, ignore_punctuation, ignore_regexes)

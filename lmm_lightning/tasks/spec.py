@@ -9,6 +9,8 @@ import yaml
 from lmm_lightning.errors import InputError
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until", "loglikelihood")
+# Reasoning blocks removed from generations before scoring (the raw text stays in the samples file).
+DEFAULT_REASONING_TAGS = (("<think>", "</think>"),)
 
 
 class TaskSpecError(InputError):
@@ -38,7 +40,9 @@ class TaskSpec:
     dataset_path: str = "json"
     dataset_name: Optional[str] = None
     data_files: Union[str, list[str], dict[str, Any], None] = None
-    test_split: str = "train"
+    test_split: Optional[str] = None
+    validation_split: Optional[str] = None
+    training_split: Optional[str] = None
     doc_to_choice: Union[str, list[str], None] = None
     doc_to_visual: Optional[str] = None
     target_delimiter: str = " "
@@ -47,6 +51,8 @@ class TaskSpec:
     fewshot_split: Optional[str] = None
     fewshot_delimiter: str = "\n\n"
     fewshot_sampler: str = "random"
+    strip_generation: bool = True
+    reasoning_tags: list[list[str]] = field(default_factory=lambda: [list(t) for t in DEFAULT_REASONING_TAGS])
     repeats: int = 1
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     filter_list: list[dict[str, Any]] = field(default_factory=list)
@@ -54,6 +60,30 @@ class TaskSpec:
     metric_list: list[MetricSpec] = field(default_factory=list)
     version: float = 1.0
     source: Optional[Path] = None
+
+    @property
+    def evaluated_split(self) -> str:
+        """The split scored, chosen as lm-evaluation-harness does: `test_split`, else `validation_split`.
+
+        Local files given as one path or a list form a single split, which `datasets` names "train":
+        with neither field set, that one split is evaluated; a dataset with several splits needs one.
+        """
+        split = self.test_split or self.validation_split
+        if split is not None:
+            return split
+        if self.data_files is not None and not isinstance(self.data_files, dict):
+            return "train"
+        raise TaskSpecError(
+            f"{self.source or self.task}: field 'test_split': no test_split or validation_split is set; "
+            "name the split to evaluate (lm-evaluation-harness evaluates test_split, else validation_split)"
+        )
+
+    @property
+    def fewshot_source(self) -> str:
+        """The split few-shot examples come from, as lm-evaluation-harness chooses it: `fewshot_split`,
+        else `training_split`, else `validation_split`, else the evaluated split itself (then the
+        document being asked is never its own example)."""
+        return self.fewshot_split or self.training_split or self.validation_split or self.evaluated_split
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as written into results.json `configs`."""
@@ -92,7 +122,14 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     _check_type(path, raw, "doc_to_choice", (str, list), "a column name, Jinja2 template or list of strings")
     _check_type(path, raw, "dataset_path", (str,), "a hub dataset name or a builder such as json/csv/parquet")
     _check_type(path, raw, "data_files", (str, list, dict), "a file path, a list of paths or a split-to-path mapping")
-    _check_type(path, raw, "test_split", (str,), "a split name (string)")
+    for key in ("test_split", "validation_split", "training_split"):
+        _check_type(path, raw, key, (str,), "a split name (string)")
+    _check_type(path, raw, "strip_generation", (bool,), "true or false")
+    tags = raw.get("reasoning_tags", [])
+    if not isinstance(tags, list) or not all(
+        isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) and x for x in t) for t in tags
+    ):
+        raise _error(path, "reasoning_tags", "a list of [opening, closing] tag pairs such as [['<think>', '</think>']]", tags)
     _check_type(path, raw, "target_delimiter", (str,), "a string")
     _check_type(path, raw, "generation_kwargs", (dict,), "a mapping such as {until: ['\\n'], max_new_tokens: 32}")
     _check_type(path, raw, "metric_list", (list,), "a list of {metric: name, ...} mappings")
@@ -126,7 +163,9 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     version = raw.get("metadata", {}).get("version") if isinstance(raw.get("metadata"), dict) else None
     if version is not None:
         values.setdefault("version", version)
-    return TaskSpec(**values, metric_list=metrics, source=path)
+    spec = TaskSpec(**values, metric_list=metrics, source=path)
+    spec.evaluated_split  # noqa: B018 - raises now, before any model loads, when no split can be chosen
+    return spec
 
 
 @dataclass

@@ -11,6 +11,7 @@ from lmm_lightning.errors import InputError
 from lmm_lightning.metrics import acc, acc_norm, anls, exact_match, relaxed_accuracy, vqa_accuracy
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 from lmm_lightning.tasks.filters import apply_pipeline, build_pipeline
+from lmm_lightning.tasks.postprocess import postprocess_generation
 from lmm_lightning.tasks.spec import MetricSpec, TaskSpec, TaskSpecError
 from lmm_lightning.tasks.templates import is_reference, render, render_choices, resolve_reference
 
@@ -20,6 +21,8 @@ DEFAULT_METRICS = {
     "loglikelihood": ("acc",),
 }
 NONE_FILTER = {"name": "none", "filter": [{"function": "take_first"}]}
+# lm-evaluation-harness's default generation budget (`max_gen_toks`) when a task sets none.
+DEFAULT_MAX_NEW_TOKENS = 256
 
 # Per-document metrics, by output type: (doc target, model output, options) -> value.
 GENERATION_METRICS: dict[str, Callable[..., Any]] = {
@@ -39,19 +42,29 @@ DEFAULT_AGGREGATION = {
 
 
 def select_range(n_docs: int, limit: Union[int, float, None], offset: int) -> range:
-    """The documents to evaluate: `offset` first, then at most `limit` (an int or a fraction of the split)."""
+    """The documents to evaluate: `offset` first, then at most `limit`.
+
+    `limit` is a count (an int, or a float with no fraction such as 100.0), a fraction of the split
+    (a float in (0, 1]: 0.1 is 10 %, 1.0 all), or None / -1 for all documents. lm-evaluation-harness
+    reads a float below 1.0 the same way but 1.0 as one document; -1 means all in both.
+
+    >>> select_range(10, 0.25, 0), select_range(10, 3, 8), select_range(10, -1, 2)
+    (range(0, 3), range(8, 10), range(2, 10))
+    """
     if offset < 0 or (n_docs and offset >= n_docs):
         raise ValueError(f"offset {offset} is out of range for {n_docs} documents")
     available = n_docs - offset
-    if limit is None:
+    if isinstance(limit, bool):
+        raise ValueError(f"limit {limit!r} must be a number of documents, a fraction in (0, 1], or -1 for all")
+    if limit is None or limit == -1:
         count = available
-    elif isinstance(limit, float) and limit <= 1.0:
-        if limit <= 0:
-            raise ValueError(f"limit {limit} must be positive")
+    elif isinstance(limit, float) and 0 < limit <= 1.0:
         count = int(math.ceil(n_docs * limit))
+    elif isinstance(limit, float) and limit > 1.0 and not limit.is_integer():
+        raise ValueError(f"limit {limit} is neither a whole number of documents nor a fraction in (0, 1]")
+    elif limit <= 0:
+        raise ValueError(f"limit {limit} must be positive (a count or a fraction in (0, 1]), or -1 for all documents")
     else:
-        if limit <= 0:
-            raise ValueError(f"limit {limit} must be positive")
         count = int(limit)
     return range(offset, offset + min(count, available))
 
@@ -78,7 +91,7 @@ class Task:
         until = gen.get("until", ["\n\n"])
         self.generation = GenerationSpec(
             until=tuple([until] if isinstance(until, str) else until),
-            max_new_tokens=int(gen.get("max_new_tokens", gen.get("max_gen_toks", 64))),
+            max_new_tokens=int(gen.get("max_new_tokens", gen.get("max_gen_toks", DEFAULT_MAX_NEW_TOKENS))),
             do_sample=bool(gen.get("do_sample", False)),
             temperature=float(gen.get("temperature", 1.0)),
             top_p=float(gen.get("top_p", 1.0)),
@@ -86,7 +99,8 @@ class Task:
         filters = spec.filter_list if spec.output_type == "generate_until" and spec.filter_list else [NONE_FILTER]
         self.filters = [(f.get("name", f"filter_{i}"), build_pipeline(f, f"{where}: filter_list[{i}]")) for i, f in enumerate(filters)]
         self.fewshot_pool: list[tuple[int, dict[str, Any]]] = []
-        self.fewshot_same_split = spec.fewshot_split is None
+        # Few-shot examples drawn from the evaluated split itself never include the document asked.
+        self.fewshot_same_split = spec.fewshot_source == spec.evaluated_split
 
     def _check_metrics(self, where: str) -> None:
         if self._process_results is not None:
@@ -119,7 +133,7 @@ class Task:
 
     def load_split(self, split: Optional[str] = None) -> datasets.Dataset:
         """One split (a hub dataset, local files relative to the YAML, or a `module:function(split)` loader)."""
-        split = split or self.spec.test_split
+        split = split or self.spec.evaluated_split
         if is_reference(self.spec.dataset_path):
             root = self.spec.source.parent if self.spec.source else None
             loader = resolve_reference(self.spec.dataset_path, root, f"{self.spec.source}: field 'dataset_path'")
@@ -211,9 +225,9 @@ class Task:
                     for i, c in enumerate(choices)
                 ]
             return requests
-        if kind == "loglikelihood":
+        if kind == "loglikelihood":  # the target is sent as is, without target_delimiter (lm-evaluation-harness)
             target = self.target_text(doc)
-            return [make(0, request_type=RequestType.LOGLIKELIHOOD, context=context, continuation=self.spec.target_delimiter + target)]
+            return [make(0, request_type=RequestType.LOGLIKELIHOOD, context=context, continuation=target)]
         return [
             make(r, request_type=RequestType.GENERATE_UNTIL, context=context, generation=self.generation, repeat=r)
             for r in range(self.spec.repeats)
@@ -224,8 +238,12 @@ class Task:
         """Each filter's output for one document (generation), or the raw (logprob, is_greedy) pairs."""
         if self.spec.output_type != "generate_until":
             return {"none": [(r.logprob, r.is_greedy) for r in responses]}
-        texts = [r.text or "" for r in responses]
+        texts = [self.postprocess(r.text or "") for r in responses]
         return {name: apply_pipeline(pipeline, texts) for name, pipeline in self.filters}
+
+    def postprocess(self, text: str) -> str:
+        """A generation as filters and metrics see it: reasoning blocks removed, whitespace stripped."""
+        return postprocess_generation(text, self.spec.strip_generation, self.spec.reasoning_tags)
 
     def score(self, doc: dict[str, Any], responses: list[Response]) -> dict[str, dict[str, Any]]:
         """Per-document metric values for each filter: {filter: {metric: value}}."""
