@@ -155,10 +155,11 @@ def test_wandb_sample_table_for_generation_metrics(run):
 
 
 def test_generation_filtered_resps_is_a_list_per_request(run):
-    """One filtered response per request (["Paris"]), so readers' x["filtered_resps"][0] is the whole text."""
+    """One filtered response per request (["Paris"]), so readers' x["filtered_resps"][0] is the whole text
+    (the generation as scored: stripped of surrounding whitespace)."""
     _, samples = load(run)
     for x in samples["tiny_gen"]:
-        assert x["filtered_resps"][0] == x["resps"][0][0]
+        assert x["filtered_resps"][0] == x["resps"][0][0].strip()
 
 
 def test_make_table_survives_a_one_document_task(tmp_path, tiny_model, tiny_tasks):
