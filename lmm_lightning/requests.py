@@ -15,7 +15,7 @@ class GenerationSpec:
     """How to generate: stop strings, a token budget and sampling settings (greedy by default)."""
 
     until: tuple[str, ...] = ()
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256  # lm-evaluation-harness's default `max_gen_toks`
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0

@@ -37,7 +37,7 @@ from lmm_lightning.tasks import GroupSpec, Task, available_tasks, load_spec, loa
 VISION_METRICS = {
     "mme": ["mme_perception_score", "mme_cognition_score", "acc"],
     "pope": ["pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio"],
-    "mmmu_val": ["mmmu_acc"],
+    "mmmu_val": ["mmmu_acc", "mmmu_unparsed"],
     "scienceqa_img": ["exact_match"],
     "textvqa_val": ["vqa_accuracy"],
     "chartqa": ["relaxed_overall", "relaxed_human_split", "relaxed_augmented_split"],
@@ -159,7 +159,7 @@ SCRIPTED = {
     # gold yes no no yes; read as yes no yes no: TP 1, TN 1, FP 1, FN 1
     "pope": (["Yes.", "No, there is not.", "Yes", "I think not."],
              {"pope_accuracy": 0.5, "pope_precision": 0.5, "pope_recall": 0.5, "pope_f1_score": 0.5, "pope_yes_ratio": 0.5}),
-    "mmmu_val": (["(A)", "B", "4"], {"mmmu_acc": 1.0}),
+    "mmmu_val": (["(A)", "B", "4"], {"mmmu_acc": 1.0, "mmmu_unparsed": 0.0}),
     "scienceqa_img": (["B", "B. blue"], {"exact_match": 0.5}),
     "textvqa_val": (["stop", "green"], {"vqa_accuracy": (1.0 + 0.6) / 2}),
     "chartqa": (["45", "Spain", "45%"], {"relaxed_overall": 2 / 3, "relaxed_human_split": 0.0, "relaxed_augmented_split": 1.0}),
@@ -209,8 +209,9 @@ def test_mmlu_group_weights_subjects_by_size(text_results):
 
 
 def test_mme_reads_yes_no_and_sums_categories():
+    # MME's official calculation.py: a lone "y"/"n" is "other" (lmms-eval's extra rule reads them as yes/no)
     assert [mme.parse_pred_ans(r) for r in ("Yes", "No.", "y", "Yes, it is.", "There is no dog", "nope", "N")] == [
-        "yes", "no", "yes", "yes", "other", "no", "no"
+        "yes", "no", "other", "yes", "other", "no", "other"
     ]
     assert mme.doc_to_text({"question": "Is it red? Please answer yes or no."}) == (
         "Is it red?\nAnswer the question using a single word or phrase."
@@ -276,7 +277,7 @@ def test_scienceqa_llava_rule():
     )
     assert scienceqa.doc_to_text({**doc, "hint": ""}).startswith("Which color?\nA. blue")
     scores = [scienceqa.process_results(doc, [r])["exact_match"] for r in ("B", "B. red", "The answer is B", "A.")]
-    assert scores == [1.0, 1.0, 0.0, 0.0]
+    assert scores == [1.0, 1.0, 1.0, 0.0]  # LLaVA's eval_science_qa.py reads "The answer is B"
 
 
 def test_textvqa_vqa_accuracy():
@@ -336,10 +337,11 @@ def test_ocrbench_contains_match():
     assert ocrbench.process_results(math_doc, ["X^{2}"])["ocrbench_accuracy"] == 0.0  # case kept for HME100k
 
 
-def test_seedbench_first_letter():
+def test_seedbench_letter():
     doc = {"question": "Q?", "choice_a": "a", "choice_b": "b", "choice_c": "c", "choice_d": "d", "answer": "B", "data_type": "image"}
     assert seedbench.doc_to_text(doc) == "Q?\nA. a\nB. b\nC. c\nD. d\nAnswer with the option's letter from the given choices directly."
     assert seedbench.process_results(doc, [" B) b"]) == {"seed_image": 1.0, "seed_all": 1.0}
+    assert seedbench.process_results(doc, ["Because"]) == {"seed_image": 0.0, "seed_all": 0.0}  # not a first character
     assert seedbench.process_results({**doc, "data_type": "video"}, ["A"]) == {"seed_video": 0.0, "seed_all": 0.0}
 
 

@@ -65,7 +65,10 @@ def test_text_functions(function: str, response: str, expected: str) -> None:
         ("The answer is (D).", "D"),
         ("the ANSWER IS b", "[invalid]"),  # letters must be capitals
         ("The answer is B, not (A)", "B"),  # the "answer" rule outranks "(A)"
-        ("I think (A) or maybe (C)", "C"),  # last occurrence
+        ("I think (A) or maybe (C)", "[invalid]"),  # a letter in passing is no answer
+        ("b", "B"),  # a lone letter in either case
+        ("**B**", "B"),
+        ("DNA", "[invalid]"),  # no letter out of a word
         ("A cat is on the mat", "[invalid]"),  # the article is not an answer
         ("Paris", "[invalid]"),
     ],

@@ -22,6 +22,7 @@ from lmm_lightning.metrics.bootstrap import (
     percentile_ci,
     resample_indices,
 )
+from lmm_lightning.metrics.choice_letter import option_letters, parse_choice_letter
 from lmm_lightning.metrics.groups import aggregate_group, pooled_stderr, stability, stability_per_document
 from lmm_lightning.metrics.sample import (
     acc,
@@ -33,7 +34,9 @@ from lmm_lightning.metrics.sample import (
     levenshtein,
     normalize_vqa_answer,
     parse_multiple_choice,
+    normalize_textvqa_answer,
     relaxed_accuracy,
+    textvqa_accuracy,
     vqa_accuracy,
     word_perplexity,
     yes_no,
@@ -64,7 +67,10 @@ __all__ = [
     "levenshtein",
     "mean_stderr",
     "mme_rows",
+    "normalize_textvqa_answer",
     "normalize_vqa_answer",
+    "option_letters",
+    "parse_choice_letter",
     "parse_multiple_choice",
     "percentile_ci",
     "pooled_stderr",
@@ -72,6 +78,7 @@ __all__ = [
     "resample_indices",
     "stability",
     "stability_per_document",
+    "textvqa_accuracy",
     "vqa_accuracy",
     "word_perplexity",
     "yes_no",

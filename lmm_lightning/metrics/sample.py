@@ -167,6 +167,51 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return float(np.mean([min(1.0, (total - m) / 3.0) for m in matches]))
 
 
+# --- TextVQA accuracy (EvalAI answer processor) -----------------------------------------------
+# TextVQA is scored by EvalAI's answer processor, as facebookresearch/mmf has it
+# (mmf/utils/m4c_evaluators.py `EvalAIAnswerProcessor`, `TextVQAAccuracyEvaluator`; lmms-eval's
+# tasks/textvqa uses the same processor). Its tables are the VQA ones above; it differs from
+# `normalize_vqa_answer` in a first "word_tokenize" step, and from the official VQA v2 code (which
+# normalises only when the annotators disagree) in always normalising the prediction and answers.
+
+
+def _evalai_word_tokenize(text: str) -> str:
+    """EvalAI's `word_tokenize`: lowercase, drop every "," and "?", split "'s" off as " 's"."""
+    return text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+
+
+def normalize_textvqa_answer(text: str) -> str:
+    """Normalise an answer as the TextVQA evaluation does (EvalAI's answer processor).
+
+    Commas go before the punctuation step, so "1,234" reads "1234" and a comma never makes other
+    punctuation vanish instead of turning into a space (as it does in VQA v2's processing).
+
+    >>> normalize_textvqa_answer("Coca-Cola's"), normalize_textvqa_answer("1,234 Dollars?")
+    ("coca cola 's", '1234 dollars')
+    """
+    text = _evalai_word_tokenize(text).replace("\n", " ").replace("\t", " ").strip()
+    return _vqa_digit_article(_vqa_punctuation(text))
+
+
+def textvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """TextVQA accuracy: leave-one-out mean of min(1, matching other annotators / 3).
+
+    Prediction and each of the (10) annotator answers go through `normalize_textvqa_answer`.
+    The official evaluator asserts exactly 10 answers; any other non-zero number is averaged
+    the same way here, as lmms-eval does.
+
+    >>> textvqa_accuracy("Stop.", ["stop"] * 2 + ["stop sign"] * 8)
+    0.6
+    """
+    if len(answers) == 0:
+        raise ValueError("textvqa_accuracy needs at least one reference answer")
+    pred = normalize_textvqa_answer(prediction)
+    matches = [normalize_textvqa_answer(a) == pred for a in answers]
+    total = sum(matches)
+    # A plain left-to-right sum, as the official code, so the float is the same to the last bit.
+    return sum(min(1.0, (total - m) / 3) for m in matches) / len(matches)
+
+
 # --- ANLS (DocVQA) ---------------------------------------------------------------------------
 
 
@@ -184,76 +229,105 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def _anls_normalize(text: str) -> str:
-    return " ".join(text.strip().lower().split())
+    """The official script's preprocessing: lowercase, strip, collapse inner whitespace."""
+    return " ".join(text.lower().split())
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
     """Average Normalized Levenshtein Similarity of one question (DocVQA, InfographicVQA).
 
-    Prediction and answers are lowercased, stripped and have inner whitespace collapsed; the
-    score is the best 1 - distance / max(len) over the answers, set to 0.0 when below
-    `threshold` (a score exactly equal to the threshold is kept, as in lmms-eval).
+    As the official DocVQA / InfographicVQA evaluation script (Robust Reading Competition,
+    rrc.cvc.uab.es/?ch=17) computes it: the edit distance is taken between the lowercased,
+    stripped, whitespace-collapsed strings, but divided by the longer of the *raw* strings'
+    uppercase lengths, so "a  b" (two spaces) against "a c" costs 1 / 4, and "ß" (upper "SS")
+    counts 2. Score: 1 - the smallest such ratio over the answers, set to 0.0 when below
+    `threshold` (exactly 0.5 is kept). Two empty strings score 1.0. lmms-eval's `anls` is the same.
+
+    >>> anls("Acme corp", ["ACME corp.", "Acme Corporation"])
+    0.9
+    >>> anls("helo   world", ["hello world"])  # 1 edit over the 12 raw characters, not 11
+    0.9166666666666666
     """
     if len(answers) == 0:
         raise ValueError("anls needs at least one reference answer")
     pred = _anls_normalize(prediction)
-    best = 0.0
+    ratios = []
     for answer in answers:
-        gold = _anls_normalize(answer)
-        length = max(len(gold), len(pred))
-        similarity = 1.0 if length == 0 else 1.0 - levenshtein(gold, pred) / length
-        best = max(best, similarity)
-    return best if best >= threshold else 0.0
+        length = max(len(answer.upper()), len(prediction.upper()))
+        ratios.append(0.0 if length == 0 else levenshtein(_anls_normalize(answer), pred) / length)
+    score = 1 - min(ratios)
+    return score if score >= threshold else 0.0
 
 
 # --- ChartQA relaxed accuracy ----------------------------------------------------------------
 
 
-def _to_float(text: str) -> float | None:
-    """"1,234" -> 1234.0, "45%" -> 0.45, anything else non-numeric -> None."""
-    text = text.strip().replace(",", "")
+def _chartqa_float(text: str) -> float | None:
+    """A number as pix2struct reads one: Python's `float` (so " 12 ", "1e3", "1_000", "nan" and
+    "１２" parse, "1,234" does not); a text ending in "%" loses all its trailing "%" and is / 100.
+
+    >>> _chartqa_float("45%"), _chartqa_float(" 1e3 "), _chartqa_float("1,234")
+    (0.45, 1000.0, None)
+    """
     try:
         if text.endswith("%"):
-            return float(text[:-1]) / 100.0
+            return float(text.rstrip("%")) / 100.0
         return float(text)
     except ValueError:
         return None
 
 
-def relaxed_accuracy(prediction: str, target: str, tolerance: float = 0.05) -> float:
-    """ChartQA relaxed accuracy (pix2struct `relaxed_correctness`).
+def _relaxed_correct(prediction: str, target: str, tolerance: float) -> bool:
+    """pix2struct's `relaxed_correctness` for one target: within `tolerance` relative error when
+    both are numbers and the target is a non-zero number, else case-insensitive string equality."""
+    pred, gold = _chartqa_float(prediction), _chartqa_float(target)
+    if pred is not None and gold:  # a target of 0 (falsy) falls back to comparing the strings
+        return abs(pred - gold) / abs(gold) <= tolerance
+    return prediction.lower() == target.lower()
 
-    If both parse as numbers (commas removed, "x%" read as x / 100), correct when the relative
-    error |pred - target| / |target| is at most `tolerance`; otherwise case-insensitive exact
-    match of the stripped strings. So "45%" vs "0.45" matches but "45%" vs "45" does not, as in
-    the original. Deviation: a numeric target of 0 needs an exact numeric 0 ("0.0" matches "0");
-    the original falls back to string comparison there.
+
+def relaxed_accuracy(prediction: str, target: str | Sequence[str], tolerance: float = 0.05) -> float:
+    """ChartQA relaxed accuracy, exactly as pix2struct's `relaxed_correctness` (google-research/
+    pix2struct, pix2struct/metrics.py), best over several targets as its `aggregate_metrics`.
+
+    Nothing is stripped or rewritten: "1,234" and "5kg" are strings, "45%" matches "0.45" but
+    not "45", a target of "0" needs the exact string "0", and "nan" never matches (nan <= 0.05
+    is false). lmms-eval's ChartQA copies the same function (with prediction first, as here).
+
+    >>> relaxed_accuracy("10.5", "10"), relaxed_accuracy("0.0", "0"), relaxed_accuracy("Yes", "yes")
+    (1.0, 0.0, 1.0)
     """
-    pred, gold = _to_float(prediction), _to_float(target)
-    if pred is not None and gold is not None:
-        if gold == 0.0:
-            return float(pred == 0.0)
-        return float(abs(pred - gold) / abs(gold) <= tolerance)
-    return float(prediction.strip().lower() == target.strip().lower())
+    targets = [target] if isinstance(target, str) else list(target)
+    if len(targets) == 0:
+        raise ValueError("relaxed_accuracy needs at least one target")
+    return float(any(_relaxed_correct(prediction, t, tolerance) for t in targets))
 
 
 # --- MMMU multiple-choice parsing ------------------------------------------------------------
 
 
 def _last(candidates: list[int], positions: list[int]) -> int:
+    """The candidate found furthest right; the first one on a tie (numpy argmax, as MMMU)."""
     return candidates[int(np.argmax(positions))]
 
 
 def parse_multiple_choice(response: str, options: Sequence[str], letters: Sequence[str] | None = None) -> int:
-    """Index of the option a free-form response picks, MMMU style; -1 when none is found.
+    """Index of the option a free-form response picks, by MMMU's official rules; -1 when none.
 
-    In order, the first rule with any hit decides: "(A)" anywhere; " A " as a word; " A." ;
-    then (only for responses longer than 5 words, as MMMU) the option text itself, ignoring
-    case. Several hits of the deciding rule -> the one mentioned last.
+    Follows `parse_multi_choice_response` (MMMU-Benchmark/MMMU, mmmu/utils/eval_utils.py):
+    strip the characters , . ! ? ; : ' from both ends (one after the other), pad with a space,
+    then the first rule with a hit decides: "(A)" anywhere; " A " as a word (case-sensitive,
+    so "DNA", "A." inside a sentence and "a" are not read as A); then, only for responses of
+    more than 5 words, an option's text anywhere (ignoring case). Several hits: the one found
+    furthest right. lmms-eval's extra "A " and "A." rules are not applied.
 
-    Difference from MMMU: when nothing matches, MMMU picks a random option (expected score
-    1 / n_options, and a different score per seed); here the answer is -1, always wrong, so
-    scores are deterministic and an unparseable response is never rewarded.
+    Departure: where MMMU picks `random.choice` of the letters, this returns -1 so the caller
+    decides (the MMMU task scores it wrong by default, or draws a per-document seeded letter).
+
+    >>> parse_multiple_choice("The answer is (B).", ["red", "blue"])
+    1
+    >>> parse_multiple_choice("B. blue", ["red", "blue"])  # no " B " and only 2 words
+    -1
     """
     letters = [chr(ord("A") + i) for i in range(len(options))] if letters is None else list(letters)
     if len(letters) != len(options):
@@ -261,13 +335,13 @@ def parse_multiple_choice(response: str, options: Sequence[str], letters: Sequen
     for char in (",", ".", "!", "?", ";", ":", "'"):
         response = response.strip(char)
     text = f" {response} "  # spaces so " A " also matches at either end
-    for pattern in ("({})", " {} ", " {}."):
+    for pattern in ("({})", " {} "):
         found = [i for i, letter in enumerate(letters) if pattern.format(letter) in text]
         if found:
             return _last(found, [text.rfind(pattern.format(letters[i])) for i in found])
     if len(text.split()) > 5:
         lower = text.lower()
-        found = [i for i, option in enumerate(options) if option and option.lower() in lower]
+        found = [i for i, option in enumerate(options) if option.lower() in lower]
         if found:
             return _last(found, [lower.rfind(options[i].lower()) for i in found])
     return -1
@@ -277,11 +351,15 @@ def parse_multiple_choice(response: str, options: Sequence[str], letters: Sequen
 
 
 def yes_no(response: str) -> str:
-    """Read a yes/no answer the way POPE's official evaluate.py does.
+    """Read a yes/no answer the way POPE's official evaluate.py (RUCAIBox/POPE) does.
 
-    Keep the first sentence (up to the first "."), drop commas, split on spaces; the answer is
-    "no" if a word is exactly "No", "no" or "not", else "yes". So "Nope" and "NO" read as
-    "yes", exactly as in the official script the published POPE numbers come from.
+    Keep the first sentence (up to the first "."), drop commas, split on single spaces; the
+    answer is "no" if a word is exactly "No", "no" or "not", else "yes". So "Nope", "NO",
+    "No!" and an empty answer read as "yes", exactly as in the script behind the published
+    POPE numbers.
+
+    >>> [yes_no(r) for r in ("No, there is not.", "There is no dog.", "Nope", "NO", "Yes. No.")]
+    ['no', 'no', 'yes', 'yes', 'yes']
     """
     text = response.split(".")[0].replace(",", "")
     words = text.split(" ")

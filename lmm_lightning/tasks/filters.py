@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmm_lightning.errors import InputError
+from lmm_lightning.metrics.choice_letter import parse_choice_letter
 
 Step = Callable[[list[str]], list[str]]
 
@@ -116,29 +117,20 @@ def remove_whitespace() -> Step:
     return lambda responses: [r.lstrip() for r in responses]
 
 
-_LETTER_RULES = (
-    re.compile(r"(?i:answer)\s*(?:(?i:is)|:)\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])"),  # Answer: B / the answer is (B)
-    re.compile(r"\(([A-Z])\)"),  # (B)
-    re.compile(r"^\s*([A-Z])(?:[.):]|\s*$)"),  # B. / B) / B: / B alone, at the start
-)
-
-
-def _letter(response: str, fallback: str) -> str:
-    for rule in _LETTER_RULES:
-        matches = rule.findall(response)
-        if matches:
-            return matches[-1]
-    return fallback
-
-
 def multi_choice_letter(fallback: str = DEFAULT_FALLBACK) -> Step:
     """Replace each response by the option letter it gives, or `fallback`.
 
-    Rules, the first with a hit wins and within it the last occurrence: "Answer: B" / "the
-    answer is (B)" ("answer" and "is" in any case); "(B)" anywhere; "B." / "B)" / "B:" or a
-    lone "B" at the start. Letters must be capitals and the article in "A cat" does not count.
+    The letter is read by `lmm_lightning.metrics.choice_letter.parse_choice_letter`: a lone
+    letter in either case ("b", "(B)", "**B**"), a leading capital and delimiter ("B. Paris",
+    "C) Rome"), or the first "answer is B" / "Answer: (B)"; never a letter inside a word, and not
+    the article in "A cat".
     """
-    return lambda responses: [_letter(r, fallback) for r in responses]
+    return lambda responses: [_letter_or(r, fallback) for r in responses]
+
+
+def _letter_or(response: str, fallback: str) -> str:
+    letter = parse_choice_letter(response)
+    return fallback if letter is None else letter
 
 
 def map_responses(mapping_dict: dict, default_value: str | None = None) -> Step:

@@ -29,7 +29,7 @@ GENERATION_METRICS: dict[str, Callable[..., Any]] = {
     "exact_match": lambda target, text, **o: exact_match(text, target, **o),
     "vqa_accuracy": lambda target, text, **o: vqa_accuracy(text, target if isinstance(target, list) else [target]),
     "anls": lambda target, text, **o: anls(text, target if isinstance(target, list) else [target], **o),
-    "relaxed_accuracy": lambda target, text, **o: relaxed_accuracy(text, target[0] if isinstance(target, list) else target, **o),
+    "relaxed_accuracy": lambda target, text, **o: relaxed_accuracy(text, target, **o),
 }
 CHOICE_METRICS = ("acc", "acc_norm", "acc_mutual_info")
 LOGLIKELIHOOD_METRICS = ("acc", "logprob", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")

@@ -1,7 +1,9 @@
 """Writes the MMLU task and group YAMLs (run once; the files are committed).
 
 One task per subject (cais/mmlu config), one group per lm-evaluation-harness category, and the
-`mmlu` group over the four categories, every score weighted by subject size (micro-average).
+`mmlu` group over the four categories, every score weighted by subject size (micro-average), as
+lm-evaluation-harness 0.4.x's lm_eval/tasks/mmlu/default (subjects, categories and descriptions
+checked against lm-eval 0.4.13).
 """
 
 from pathlib import Path
@@ -40,7 +42,8 @@ def main(folder: Path = Path(__file__).parent) -> None:
         for subject in subjects:
             words = subject.replace("_", " ")
             (folder / f"mmlu_{subject}.yaml").write_text(
-                f"# MMLU, {words} (category {category}).\n"
+                f"# MMLU, {words} (category {category}): lm-evaluation-harness's mmlu_{subject}\n"
+                "# (lm_eval/tasks/mmlu/default); prompt and scoring in _default_template_yaml.\n"
                 "include: _default_template_yaml\n"
                 f"task: mmlu_{subject}\n"
                 f"dataset_name: {subject}\n"
@@ -48,11 +51,14 @@ def main(folder: Path = Path(__file__).parent) -> None:
             )
         tasks = "".join(f"  - mmlu_{subject}\n" for subject in subjects)
         (folder / f"mmlu_{category}.yaml").write_text(
-            f"# MMLU {category.replace('_', ' ')}: {len(subjects)} subjects.\ngroup: mmlu_{category}\ntask:\n{tasks}{AGGREGATE}"
+            f"# MMLU {category.replace('_', ' ')}: {len(subjects)} subjects, as lm-evaluation-harness's mmlu_{category} group\n"
+            f"# (lm_eval/tasks/mmlu/default/_mmlu_{category}.yaml): acc weighted by subject size.\n"
+            f"group: mmlu_{category}\ntask:\n{tasks}{AGGREGATE}"
         )
     groups = "".join(f"  - mmlu_{category}\n" for category in CATEGORIES)
     (folder / "mmlu.yaml").write_text(
-        "# MMLU (Hendrycks et al., 2021): 14,042 test questions over 57 subjects in 4 categories.\n"
+        "# MMLU (Hendrycks et al., 2021): 14,042 test questions over 57 subjects in 4 categories, as\n"
+        "# lm-evaluation-harness's mmlu group (lm_eval/tasks/mmlu/default/_mmlu.yaml): acc weighted by size.\n"
         "# Zero-shot; for the usual 5-shot score: --data.init_args.num_fewshot 5 (the first 5 dev questions).\n"
         f"group: mmlu\ntask:\n{groups}{AGGREGATE}"
     )

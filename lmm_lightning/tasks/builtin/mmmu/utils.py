@@ -1,11 +1,16 @@
 """MMMU (Yue et al., 2024) validation: college-level questions over 1 to 7 images, 30 subjects.
 
-Prompts, image order and answer parsing follow lmms-eval's `mmmu_val`, which follows the official
-MMMU evaluation code; the one deviation is the multiple-choice fallback: an answer with no
-recognisable option is wrong (MMMU picks a random option, so scores would depend on a seed).
+Prompts and image order follow lmms-eval's `mmmu_val`. Scoring follows the official MMMU evaluation
+code (MMMU-Benchmark/MMMU, mmmu/utils/eval_utils.py and mmmu/main_eval_only.py at commit
+bb0b95a945998d91dfef37e969e07d49d1139438): `parse_multi_choice_response`, `parse_open_response`,
+`eval_multi_choice` and `eval_open`, with the list-valued golds of its answer_dict_val.json.
+The one departure is the multiple-choice fallback: where nothing parses, MMMU picks a random
+option; here that answer is wrong and counted in `mmmu_unparsed` (`process_results_random_fallback`
+draws a letter seeded by the document id instead, for comparison with published numbers).
 """
 
 import ast
+import random
 import re
 from typing import Any
 
@@ -40,6 +45,8 @@ def doc_to_visual(doc: dict[str, Any]) -> list[Any]:
 
 
 def _is_number(text: str) -> bool:
+    """MMMU's `check_is_number`: anything Python's float() reads once commas are removed
+    (so also "1e-3", " 5 ", "nan", "inf" and fullwidth digits such as "１２３")."""
     try:
         float(text.replace(",", ""))
         return True
@@ -48,8 +55,12 @@ def _is_number(text: str) -> bool:
 
 
 def normalize_str(text: str) -> list[Any]:
-    """A number becomes a float rounded to 2 decimals; text is lowercased, and a single character
-    is padded with a space on one side to avoid trivial substring matches."""
+    """MMMU's `normalize_str`: a number becomes a float rounded to 2 decimals; text is lowercased,
+    and a single character is padded with a space on one side to avoid trivial substring matches.
+
+    >>> normalize_str(" 1,234.567 "), normalize_str("Pupa"), normalize_str("C")
+    ([1234.57], ['pupa'], [' c', 'c '])
+    """
     text = text.strip()
     if _is_number(text):
         return [round(float(text.replace(",", "")), 2)]
@@ -58,10 +69,16 @@ def normalize_str(text: str) -> list[Any]:
 
 
 def extract_numbers(text: str) -> list[str]:
-    """Numbers with thousands commas, in scientific notation, and plain ones."""
+    """MMMU's `extract_numbers`: numbers with thousands commas, then scientific notation, then
+    plain numbers. A plain integer must end at a word boundary, so "5kg" gives nothing while
+    "5 kg" and "5.5kg" do.
+
+    >>> extract_numbers("5kg, 5 kg, 5.5kg"), extract_numbers("1,234 or -.5")
+    (['5', '5.5'], ['1,234', '234', '-.5'])
+    """
     with_commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", text)
     scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", text)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])", text)
+    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", text)
     return with_commas + scientific + simple
 
 
@@ -88,7 +105,11 @@ def _key_subresponses(response: str) -> list[str]:
 
 
 def parse_open_response(response: str) -> list[Any]:
-    """Candidate answers of an open response: key phrases and the numbers in them, normalised."""
+    """MMMU's `parse_open_response`: key phrases and the numbers in them, normalised, deduplicated.
+
+    >>> sorted(parse_open_response("The mass is 5 kg."), key=str)
+    ['5 kg', 5.0]
+    """
     keys = _key_subresponses(response)
     candidates = keys + [number for key in keys for number in extract_numbers(key)]
     normalized = [value for candidate in candidates for value in normalize_str(candidate)]
@@ -96,7 +117,9 @@ def parse_open_response(response: str) -> list[Any]:
 
 
 def answers(doc: dict[str, Any]) -> list[str]:
-    """Gold answers: a few open questions list several ("['24/7', '3.429']")."""
+    """Gold answers: a few open questions list several ("['24/7', '3.429']"), as lists in the
+    official answer_dict_val.json, so each listed answer counts (lmms-eval compares the whole
+    string "['24/7', '3.429']" instead, which no answer contains)."""
     answer = doc["answer"]
     if isinstance(answer, str) and answer.startswith("["):
         try:
@@ -109,7 +132,12 @@ def answers(doc: dict[str, Any]) -> list[str]:
 
 
 def eval_open(golds: list[str], predictions: list[Any]) -> bool:
-    """A text candidate is right if it contains a normalised answer; a number must equal one."""
+    """MMMU's `eval_open`: a text candidate is right if a normalised text answer is a substring of
+    it; a number candidate must equal a normalised numeric answer (after rounding to 2 decimals).
+
+    >>> eval_open(["4"], parse_open_response("3.999")), eval_open(["4"], parse_open_response("4kg"))
+    (True, False)
+    """
     normalized = [value for gold in golds for value in normalize_str(gold)]
     for prediction in predictions:
         if isinstance(prediction, str):
@@ -120,14 +148,40 @@ def eval_open(golds: list[str], predictions: list[Any]) -> bool:
     return False
 
 
-def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
-    """mmmu_acc: 1.0 if the parsed answer is right (the official overall accuracy is its mean)."""
-    response = results[0]
-    if doc["question_type"] == "multiple-choice":
-        choices = options(doc)
-        index = parse_multiple_choice(response, choices)
-        predicted = chr(ord("A") + index) if index >= 0 else ""
-        correct = predicted in answers(doc)
-    else:
-        correct = eval_open(answers(doc), parse_open_response(response))
-    return {"mmmu_acc": float(correct)}
+# --- multiple choice and the per-document scores -------------------------------------------------
+
+
+def letters(doc: dict[str, Any]) -> list[str]:
+    """The option letters, A, B, C, ... as MMMU's `get_multi_choice_info`."""
+    return [chr(ord("A") + i) for i in range(len(options(doc)))]
+
+
+def parse_choice(doc: dict[str, Any], response: str) -> str | None:
+    """The letter a multiple-choice response picks (official rules), or None when none parses."""
+    index = parse_multiple_choice(response, options(doc))
+    return letters(doc)[index] if index >= 0 else None
+
+
+def _scores(doc: dict[str, Any], response: str, fallback: str | None = None) -> dict[str, float]:
+    """mmmu_acc (exact letter match for multiple choice, `eval_open` otherwise) and mmmu_unparsed
+    (1.0 when a multiple-choice response names no option; then `fallback` is scored instead)."""
+    if doc["question_type"] != "multiple-choice":
+        return {"mmmu_acc": float(eval_open(answers(doc), parse_open_response(response))), "mmmu_unparsed": 0.0}
+    letter = parse_choice(doc, response)
+    predicted = fallback if letter is None else letter
+    return {"mmmu_acc": float(predicted is not None and predicted in answers(doc)), "mmmu_unparsed": float(letter is None)}
+
+
+def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """Official MMMU scoring, except that an unparseable multiple-choice answer is wrong
+    (deterministic); the mean of mmmu_acc is MMMU's overall (instance-level) accuracy."""
+    return _scores(doc, results[0])
+
+
+def process_results_random_fallback(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """As MMMU and lmms-eval: an unparseable multiple-choice answer becomes a random option, drawn
+    from a generator seeded by the document id, so scores never depend on global state or on how
+    documents are spread over processes."""
+    rng = random.Random(f"mmmu:{doc['id']}")
+    fallback = rng.choice(letters(doc)) if letters(doc) else None
+    return _scores(doc, results[0], fallback)

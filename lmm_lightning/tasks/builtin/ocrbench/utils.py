@@ -1,7 +1,9 @@
 """OCRBench (Liu et al., 2024): 1,000 questions over 29 datasets, scored as the official
-MultimodalOCR `scores.py`: a question is right when one of its answers is contained in the
-response, ignoring case and line breaks; for handwritten math (HME100k) the match keeps case and
-ignores all spaces. The official total is the number right out of 1000: 1000 * ocrbench_accuracy.
+Yuliang-Liu/MultimodalOCR OCRBench/example.py (and its per-model scripts/*.py): a question is right
+when one of its answers is contained in the response, both lowercased, stripped and with line
+breaks made spaces; for handwritten math (HME100k) case is kept and all spaces (not tabs) are
+removed. An empty answer is contained in every response, as there. The official total is the
+number right out of 1000: 1000 * ocrbench_accuracy.
 """
 
 from typing import Any
@@ -22,7 +24,13 @@ CATEGORIES = {
 
 
 def contains_answer(prediction: str, answers: list[str], dataset: str) -> float:
-    """1.0 if an answer occurs in the prediction, normalised as OCRBench does for this dataset."""
+    """1.0 if an answer occurs in the prediction, normalised as OCRBench does for this dataset.
+
+    >>> contains_answer("The word is Stop.", ["STOP"], "IIIT5K"), contains_answer("S T O P", ["STOP"], "IIIT5K")
+    (1.0, 0.0)
+    >>> contains_answer("$x^{2}$", ["x ^ { 2 }"], "HME100k"), contains_answer("X^{2}", ["x ^ { 2 }"], "HME100k")
+    (1.0, 0.0)
+    """
     for answer in answers:
         if dataset == "HME100k":
             gold = answer.strip().replace("\n", " ").replace(" ", "")
