@@ -1,16 +1,24 @@
 """`lmm-lightning predict --config cfg.yaml`: LightningCLI with the evaluation callback built in."""
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 import sys
 from datetime import timedelta
-from typing import Any
+from typing import Any, Optional, Sequence
 
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, StrategyRegistry
 
 from lmm_lightning.data import BenchmarkDataModule
+from lmm_lightning.data.datamodule import AgreedInputError
 from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.evaluation.progress import EvalProgressBar
@@ -40,8 +48,127 @@ def with_progress_bar(config: dict[str, Any], callbacks: list) -> list:
     return [*callbacks, EvalProgressBar()]
 
 
+def one_line(text: str) -> str:
+    """A message as a single line (library messages often span several)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def launched_by_torchrun() -> bool:
     return "LOCAL_WORLD_SIZE" in os.environ and "GROUP_RANK" in os.environ
+
+
+# --- trainer options, checked right after parsing (before anything is built or loaded) ---------------
+def check_accelerator(accelerator: Any) -> None:
+    """A named accelerator must exist and be usable here: `gpu` on a machine without one fails now."""
+    if not isinstance(accelerator, str) or accelerator == "auto":
+        return
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if accelerator == "gpu":
+        usable = any(AcceleratorRegistry[name]["accelerator"].is_available() for name in ("cuda", "mps"))
+    elif accelerator in known:
+        usable = AcceleratorRegistry[accelerator]["accelerator"].is_available()
+    else:
+        raise InputError(f"trainer.accelerator: unknown accelerator {accelerator!r}; expected 'auto', 'gpu' or one of {known}")
+    if not usable:
+        available = [name for name in known if AcceleratorRegistry[name]["accelerator"].is_available()]
+        raise InputError(
+            f"trainer.accelerator: {accelerator!r} is not available on this machine; expected 'auto' or one of {available}"
+        )
+
+
+def check_strategy(strategy: Any) -> None:
+    if not isinstance(strategy, str) or strategy == "auto":
+        return
+    known = StrategyRegistry.available_strategies()
+    if strategy not in known:
+        hint = difflib.get_close_matches(strategy, known, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise InputError(f"trainer.strategy: unknown strategy {strategy!r}{suggestion} (expected 'auto' or one of {known})")
+
+
+def check_trainer_count(option: str, value: Any, allow_all: bool) -> None:
+    """`devices` / `num_nodes` given as a number must be at least 1 (`devices` also takes -1 for all)."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return  # 'auto', a list of device indices or "0,1": Lightning checks those against the accelerator
+    if value < 1 and not (allow_all and value == -1):
+        expected = "a positive number of devices, -1 for all, 'auto' or a list of device indices" if allow_all else "a positive integer"
+        raise InputError(f"trainer.{option}: expected {expected}, got {value}")
+
+
+def check_trainer_options(trainer: Any, process_group_timeout: Any) -> None:
+    trainer = trainer or {}
+    check_accelerator(trainer.get("accelerator"))
+    check_strategy(trainer.get("strategy"))
+    check_trainer_count("devices", trainer.get("devices"), allow_all=True)
+    check_trainer_count("num_nodes", trainer.get("num_nodes"), allow_all=False)
+    if not isinstance(process_group_timeout, int) or process_group_timeout < 1:
+        raise InputError(f"process_group_timeout: expected a positive number of seconds, got {process_group_timeout!r}")
+
+
+# --- jsonargparse's errors (often a multi-line dump of union subtypes) as one line naming the option ---
+def option_names(parser: Any) -> list[str]:
+    """Every dotted option the parser and its subcommand parsers know (for 'did you mean')."""
+    names = [s.lstrip("-") for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    subcommands = getattr(parser, "_subcommands_action", None)
+    for sub in (subcommands._name_parser_map.values() if subcommands else []):
+        names += option_names(sub)
+    return names
+
+
+def class_options(message: str) -> list[str]:
+    """The init arguments of the class named in the message (`model.<arg>`), for suggestions."""
+    match = re.search(r"Problem with given class_path '([\w.]+)'", message)
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    if not match or not keys:
+        return []
+    module, _, name = match[1].rpartition(".")
+    try:
+        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except Exception:  # noqa: BLE001 - a suggestion only; the error is reported anyway
+        return []
+    return [f"{keys[0]}.{p}" for p in params if p not in ("self", "args", "kwargs")]
+
+
+def unknown_option(option: str, known: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(option, known, n=1, cutoff=0.75)
+    suggestion = f"did you mean --{hint[0]}?" if hint else "run `lmm-lightning predict --help` for the options"
+    return f"--{option}: unknown option; {suggestion}"
+
+
+def describe_problem(text: str) -> str:
+    """The innermost complaint of a jsonargparse message: what was expected and what was given."""
+    if match := re.search(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", text):
+        return f"expected {match[1]}, got {match[2]!r}"
+    if match := re.search(r"Problem with given class_path '([\w.]+)':\s*(.+)", text):
+        return f"class_path {match[1]!r}: {match[2].strip()}"
+    subtypes, given = re.search(r"Subtypes: \[(.*)\]", text), re.search(r"Given value: (.*)", text)
+    if subtypes and given:
+        types = re.sub(r"<class '(?:builtins\.)?([\w.]+)'>", r"\1", subtypes[1]).replace("NoneType", "None")
+        return f"expected one of [{types}], got {given[1]!r}"
+    return " ".join(text.split())
+
+
+def input_error_in(err: Optional[BaseException]) -> Optional[InputError]:
+    """The InputError an exception was raised from, if any (following its causes)."""
+    while err is not None and not isinstance(err, InputError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def describe_parse_error(message: str, known: Sequence[str]) -> str:
+    if match := re.match(r"unrecognized arguments: (\S+)", message):
+        return unknown_option(match[1].split("=")[0].lstrip("-"), known)
+    if match := re.match(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message):
+        return unknown_option(f"{match[1]}.{match[2]}", known)
+    if match := re.match(r"Subcommand '[\w.]+' does not accept option '([\w.]+)'", message):
+        return unknown_option(match[1], known)
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    innermost = re.split(r'Parser key "[^"]+":?', message)[-1]
+    if match := re.search(r"Option '([\w.]+)' is not accepted", innermost):
+        return unknown_option(".".join([*keys, match[1]]), [*known, *class_options(message)])
+    return f"{'.'.join(keys) or 'command line'}: {describe_problem(innermost)}"
 
 
 class EvalCLI(LightningCLI):
@@ -56,6 +183,25 @@ class EvalCLI(LightningCLI):
         parser.add_argument(
             "--process_group_timeout", type=int, default=DEFAULT_TIMEOUT_S, help="seconds before a collective times out"
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse errors and bad trainer options become one line, before anything is built or loaded."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise InputError(describe_parse_error(str(err), option_names(parser))) from None
+        section = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        check_trainer_options(section.get("trainer"), section.get("process_group_timeout"))
+
+    def instantiate_classes(self) -> None:
+        """jsonargparse wraps what a class's `__init__` raises in a dump of union subtypes: unwrap input errors."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = input_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
@@ -72,7 +218,10 @@ class EvalCLI(LightningCLI):
             if config.get("strategy") in ("auto", None):
                 config["strategy"] = "ddp"
         config["strategy"] = strategy_with_timeout(config.get("strategy"), timeout_s)
-        return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
+        try:
+            return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
+        except (MisconfigurationException, ValueError, TypeError) as err:
+            raise InputError(f"trainer: {one_line(str(err))}") from None
 
 
 def list_tasks(args: list[str]) -> int:
@@ -103,6 +252,7 @@ def main(args: list[str] | None = None) -> None:
         from lmm_lightning.compare import main as compare
 
         sys.exit(compare(args[1:]))
+    no_exit = {"exit_on_error": False}  # parse errors come back as exceptions, shown as one line below
     try:
         EvalCLI(
             EvalModule,
@@ -111,10 +261,12 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_callback=None,
             trainer_defaults=TRAINER_DEFAULTS,
-            args=args,
+            parser_kwargs={**no_exit, "predict": no_exit},
+            args=None if args == sys.argv[1:] else args,  # the same as given: spare Lightning's warning
         )
     except InputError as err:
-        print(f"lmm-lightning: error: {err}", file=sys.stderr, flush=True)
+        if not isinstance(err, AgreedInputError) or err.rank == 0:  # an error every rank holds: rank 0 says it
+            print(f"lmm-lightning: error: {one_line(str(err))}", file=sys.stderr, flush=True)
         sys.exit(EXIT_INPUT_ERROR)
 
 

@@ -19,6 +19,7 @@ class GenerationSpec:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    seed: int = 1234  # a sampled request draws from (seed, task, doc_id, repeat); the data module's seed
 
 
 @dataclass(frozen=True)

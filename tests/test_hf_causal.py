@@ -175,9 +175,10 @@ def test_reuse_context_values(tiny_model):
 
 
 def test_chat_template_wraps_the_context(tiny_model):
-    module = HFCausalLM(pretrained=str(tiny_model), use_chat_template=True, system_prompt="Be brief.")
+    module = HFCausalLM(pretrained=str(tiny_model), system_prompt="Be brief.")  # the tiny tokenizer has no template
     module.configure_model()
     module.tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    module.hparams.use_chat_template = True
     assert module.prompt("Hi?") == "<system>Be brief.<user>Hi?<assistant>"
     plain = HFCausalLM(pretrained=str(tiny_model))
     plain.configure_model()

@@ -142,13 +142,17 @@ def test_prompt_places_one_image_entry_per_image(tiny_llava):
     assert plain.prompt("what?", 0) == "what?"
 
 
-def test_sampling_is_seeded_by_the_first_request(tiny_llava):
+def test_sampling_is_seeded_per_request(tiny_llava):
+    """By (seed, task, doc_id, repeat): not by the uid (which shifts with the other tasks) nor the batch."""
     model = load(tiny_llava)
     requests, pictures = generation_requests(4, do_sample=True, temperature=1.5, max_new_tokens=8, until=()), visuals(4)
     first = [r.text for r in model.generate_until(requests, pictures)]
     assert [r.text for r in model.generate_until(requests, pictures)] == first
     shifted = [replace(r, uid=r.uid + 100) for r in requests]
-    assert [r.text for r in model.generate_until(shifted, pictures)] != first
+    assert [r.text for r in model.generate_until(shifted, pictures)] == first
+    assert model.generate_until(requests[2:3], pictures[2:3])[0].text == first[2]
+    repeated = [replace(r, repeat=1) for r in requests]
+    assert [r.text for r in model.generate_until(repeated, pictures)] != first
 
 
 def test_bfloat16_and_long_prompts(tiny_llava):

@@ -1,19 +1,24 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
+import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
 
 import datasets
 import jinja2
+import PIL.Image
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
+from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.requests import Request, RequestType
 from lmm_lightning.errors import InputError
 from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, resolve
 from lmm_lightning.tasks.task import select_range
+from lmm_lightning.tasks.templates import is_reference
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,17 @@ def _load(task: Task, split: Optional[str], where: Any) -> datasets.Dataset:
         ) from None
 
 
+def _rows(dataset: datasets.Dataset, task: Task, where: Any) -> list[dict[str, Any]]:
+    """The documents as dicts; text that is not UTF-8 only shows here, when Arrow decodes it."""
+    try:
+        return dataset.to_list()
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{where}: the documents (data_files={task.spec.data_files!r}) are not valid UTF-8 text ({err.reason}); "
+            "expected UTF-8 files"
+        ) from None
+
+
 def _all_min(value: int, device: Any) -> int:
     """The minimum of `value` over all ranks (the value itself on one process)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -112,6 +128,145 @@ def _all_min(value: int, device: Any) -> int:
 
 def _keep_batch(batch: RequestBatch) -> RequestBatch:
     return batch
+
+
+class AgreedInputError(InputError):
+    """An input error that every rank raises together (agreed after setup); rank 0 alone prints it."""
+
+    def __init__(self, message: str, rank: int) -> None:
+        super().__init__(message)
+        self.rank = rank
+
+
+def agree_on_setup(error: Optional[Exception]) -> None:
+    """Every rank learns whether any rank failed to set up its data, so none goes on to wait in a
+    collective for a rank that has gone: all of them raise the first failure's message together."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if error is not None:
+            raise error
+        return
+    mine = None if error is None else (type(error).__name__, str(error), isinstance(error, InputError))
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    failed = [(rank, e) for rank, e in enumerate(gathered) if e is not None]
+    if not failed:
+        return
+    first, (name, message, is_input) = failed[0]
+    if is_input:
+        where = "" if len(failed) == len(gathered) else f"rank {first}: "
+        raise AgreedInputError(where + message, torch.distributed.get_rank()) from None
+    if error is not None:
+        raise error
+    raise RuntimeError(f"rank {first} failed while setting up the data: {name}: {message}")
+
+
+# Generation settings a task (or data.generation_kwargs) may set: what each must be.
+GENERATION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "until": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v)), "a string or a list of strings"),
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "max_gen_toks": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a non-negative number"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_generation_kwargs(kwargs: dict[str, Any], where: str) -> None:
+    """The settings this harness reads must have usable values (others pass through unchecked)."""
+    for key, value in kwargs.items():
+        valid, expected = GENERATION_CHECKS.get(key, (lambda v: True, ""))
+        if not valid(value):
+            raise InputError(f"{where} key '{key}': expected {expected}, got {value!r}")
+
+
+def check_generation_overrides(overrides: Any) -> None:
+    """`data.generation_kwargs`: {task name or "*": {setting: value}}, with settings this harness knows."""
+    if not isinstance(overrides, dict):
+        raise InputError(f"data.generation_kwargs: expected a mapping of task name to settings, got {overrides!r}")
+    for task, kwargs in overrides.items():
+        where = f"data.generation_kwargs[{task!r}]"
+        if not isinstance(kwargs, dict):
+            raise InputError(f"{where}: expected a mapping such as {{max_new_tokens: 16}}, got {kwargs!r}")
+        unknown = sorted(set(kwargs) - set(GENERATION_CHECKS))
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {unknown}; expected some of {list(GENERATION_CHECKS)}")
+        check_generation_kwargs(kwargs, where)
+
+
+def check_batch_size(batch_size: Any) -> None:
+    """One size, 'auto', or a size per request type, whose keys must be request types."""
+    known = [kind.value for kind in RequestType]
+    sizes = batch_size if isinstance(batch_size, dict) else {None: batch_size}
+    for kind, size in sizes.items():
+        where = "data.batch_size" if kind is None else f"data.batch_size[{kind!r}]"
+        if kind is not None and kind not in known:
+            raise InputError(f"{where}: unknown request type {kind!r}; expected some of {known}")
+        if size != "auto" and not (_is_int(size) and size >= 1):
+            raise InputError(f"{where}: expected a positive integer or 'auto', got {size!r}")
+
+
+def check_at_least(option: str, value: Any, minimum: int) -> None:
+    if value is not None and not (_is_int(value) and value >= minimum):
+        raise InputError(f"data.{option}: expected an integer of at least {minimum}, got {value!r}")
+
+
+def check_aggregations(task: Task, where: str) -> None:
+    for i, metric in enumerate(task.metrics):
+        if not isinstance(metric.aggregation, str) or metric.aggregation not in AGGREGATIONS:
+            raise InputError(
+                f"{where}: field 'metric_list[{i}].aggregation': unknown aggregation {metric.aggregation!r}; "
+                f"expected one of {sorted(AGGREGATIONS)}"
+            )
+
+
+def empty_answer(task: Task, doc: dict[str, Any]) -> Optional[str]:
+    """What is empty among the texts whose likelihood is scored (choices, or the target): nothing to score."""
+    if task.spec.output_type == "multiple_choice":
+        choices = task.doc_to_choice(doc)
+        empty = [i for i, choice in enumerate(choices) if not choice.strip()]
+        return f"choice(s) {empty} of {choices} are empty (doc_to_choice); every choice needs some text" if empty else None
+    if task.spec.output_type == "loglikelihood" and not task.target_text(doc).strip():
+        return "the target is empty (doc_to_target); a loglikelihood task needs a continuation to score"
+    return None
+
+
+def image_problem(path: str) -> Optional[str]:
+    """Why a path in an image column is not an image (None if it is, or is a URL left to the loader)."""
+    if "://" in path:
+        return None
+    if not os.path.isfile(path):
+        return "no such file"
+    try:
+        with PIL.Image.open(path):  # reads the header only
+            return None
+    except (PIL.UnidentifiedImageError, OSError) as err:
+        return f"not an image ({type(err).__name__})"
+
+
+def path_image_column(task: Task, split: datasets.Dataset) -> Optional[str]:
+    """The `doc_to_visual` column when it holds file paths (strings) rather than images."""
+    column = task.spec.doc_to_visual
+    if not isinstance(column, str) or is_reference(column) or column not in split.column_names:
+        return None
+    feature = split.features[column]
+    inner = getattr(feature, "feature", feature[0] if isinstance(feature, list) else feature)
+    return column if isinstance(inner, datasets.Value) and inner.dtype in ("string", "large_string") else None
+
+
+def check_image_paths(rows: datasets.Dataset, column: str, selected: range, where: str) -> None:
+    for doc_id, value in zip(selected, rows[column]):
+        for path in value if isinstance(value, list) else [value]:
+            problem = image_problem(str(path))
+            if problem:
+                raise InputError(f"{where}: document {doc_id}: column '{column}' holds {path!r}: {problem}; expected an image file")
 
 
 class BenchmarkDataModule(LightningDataModule):
@@ -145,6 +300,13 @@ class BenchmarkDataModule(LightningDataModule):
         num_fewshot: Optional[int] = None,
     ) -> None:
         super().__init__()
+        check_batch_size(batch_size)
+        check_at_least("num_workers", num_workers, 0)
+        check_at_least("max_batch_size", max_batch_size, 1)
+        check_at_least("num_fewshot", num_fewshot, 0)
+        check_generation_overrides(generation_kwargs or {})
+        if include_path is not None and not Path(include_path).is_dir():
+            raise InputError(f"data.include_path: {include_path!r} is not a folder; expected a folder of task YAMLs")
         self.task_names = list(tasks)
         self.limit = limit
         self.offset = offset
@@ -162,25 +324,38 @@ class BenchmarkDataModule(LightningDataModule):
         self.done_uids: set[int] = set()  # answered by an earlier run (set by the evaluation callback)
 
     def setup(self, stage: Optional[str] = None) -> None:
+        """Load and check everything on every rank; ranks then agree, so a bad input on one rank ends all."""
         if self.requests:
             return
+        error = None
+        try:
+            self._setup_tasks()
+        except Exception as err:  # noqa: BLE001 - shared with the other ranks, then raised on each
+            error = err
+        agree_on_setup(error)
+
+    def _setup_tasks(self) -> None:
         if not self.task_names:
             raise InputError("data.tasks is empty: give at least one task name, YAML path or folder")
         resolved = resolve(self.task_names, self.include_path)
         self.groups, self.group_subtasks = resolved.groups, resolved.subtasks
+        names = [spec.task for spec in resolved.tasks]
+        unknown = sorted(set(self.generation_kwargs) - {"*", *names})
+        if unknown:
+            raise InputError(f"data.generation_kwargs: unknown task(s) {unknown}; expected '*' or some of the tasks run: {names}")
         for spec in resolved.tasks:
             overrides = {**self.generation_kwargs.get("*", {}), **self.generation_kwargs.get(spec.task, {})}
             if overrides:
                 spec = replace(spec, generation_kwargs={**spec.generation_kwargs, **overrides})
             if self.num_fewshot is not None:
-                if self.num_fewshot < 0:
-                    raise InputError(f"data.num_fewshot: expected a non-negative integer, got {self.num_fewshot}")
                 spec = replace(spec, num_fewshot=self.num_fewshot)
             self._setup_task(spec)
 
     def _setup_task(self, spec: TaskSpec) -> None:
         where = spec.source or spec.task
+        check_generation_kwargs(spec.generation_kwargs, f"{where}: field 'generation_kwargs'")
         task = Task(spec, seed=self.seed)
+        check_aggregations(task, str(where))
         split = _load(task, None, where)
         if len(split) == 0:
             raise InputError(f"{where}: split '{spec.evaluated_split}' of task '{task.name}' has no documents")
@@ -189,18 +364,26 @@ class BenchmarkDataModule(LightningDataModule):
         if spec.num_fewshot:
             pool = text_split if task.fewshot_same_split else _load(task, spec.fewshot_source, where)
             pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
-            task.fewshot_pool = list(enumerate(pool.to_list()))
+            task.fewshot_pool = list(enumerate(_rows(pool, task, where)))
         try:
             selected = select_range(len(split), self.limit, self.offset)
         except ValueError as err:
             raise InputError(f"task '{task.name}' ({len(split)} documents): data.limit/data.offset: {err}") from None
-        docs = text_split.select(selected).to_list()
+        docs = _rows(text_split.select(selected), task, where)
         rows = split.select(selected) if task.has_visuals else None
+        paths = path_image_column(task, split) if rows is not None else None
+        if paths:  # checked now, before any model loads; decoded lazily, like an image column
+            check_image_paths(rows, paths, selected, str(where))
+            image = datasets.Image() if isinstance(split.features[paths], datasets.Value) else datasets.List(datasets.Image())
+            rows = rows.cast_column(paths, image)
         positions = {doc_id: i for i, doc_id in enumerate(selected)}
         self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
         for doc_id, doc in zip(selected, docs):
             try:
                 self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
+                empty = empty_answer(task, doc)
+                if empty:
+                    raise InputError(f"{where}: document {doc_id}: {empty}")
             except InputError:
                 raise
             except (KeyError, ValueError, TypeError, IndexError, jinja2.TemplateError) as err:

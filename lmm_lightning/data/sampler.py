@@ -67,13 +67,15 @@ def plan_rank(
 ) -> list[BatchIndex]:
     """The batches one rank runs: strided over each group's batches, padded to the longest rank.
 
-    Batches whose requests are all `done` (answered by an earlier run) are left out; the rest keep
-    their global composition, so a resumed run computes exactly what an uninterrupted one would.
+    Requests answered by an earlier run (`done`) are left out before batching: batches are formed
+    over the requests still to answer, globally, and only then dealt. So no answered request is
+    computed again, whatever limit, offset or batch size the earlier run had, and every rank (of
+    any world size) runs the same batches. After a crash, whole batches are done, so the rest keep
+    the composition an uninterrupted run gives them.
     """
+    pending = [r for r in requests if r.uid not in done] if done else requests
     by_group: dict[tuple, list[list[Request]]] = {}
-    for batch in global_batches(requests, batch_size):
-        if done and all(r.uid in done for r in batch):
-            continue
+    for batch in global_batches(pending, batch_size):
         by_group.setdefault(_group_key(batch[0]), []).append(batch)
     plan: list[BatchIndex] = []
     for key in sorted(by_group):

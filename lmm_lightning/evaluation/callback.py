@@ -1,23 +1,65 @@
 """The EvaluationCallback: collect responses per rank, gather to rank 0, score, write."""
 
+import tempfile
+import warnings
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
+from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule, RequestBatch
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.loggers import log_results
 from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
-from lmm_lightning.evaluation.failfast import FailFast
-from lmm_lightning.evaluation.store import ResponseStore, config_digest, request_key
+from lmm_lightning.evaluation.failfast import (
+    GATHERING, LOADED, LOADING, PREDICTING, FailFast, check_same_requests, describe_batch, is_communication_error,
+)
+from lmm_lightning.evaluation.store import (
+    ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
+)
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.evaluation.scoring import TaskResult, check_exactly_once, score_group, score_task
 from lmm_lightning.requests import Response
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """The results folder must be one this process can create and write: checked before anything runs."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"evaluation.output_dir: {output_dir} is a file; expected a folder")
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"evaluation.output_dir: {output_dir} is below {existing}, which is a file; expected a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise InputError(f"evaluation.output_dir: {output_dir}: cannot write in {existing} ({err.strerror}); expected a writable folder") from None
+
+
+def check_non_negative(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"evaluation.{option}: expected a non-negative integer, got {value!r}")
+
+
+def report_when_loaded(pl_module: LightningModule, failfast: FailFast) -> None:
+    """Lightning has no hook between loading the model and the barrier after it: wrap this run's
+    `configure_model` so a rank still loading shows behind the ranks that finished (and waits in that barrier)."""
+    load = pl_module.configure_model
+
+    def load_then_report() -> None:
+        load()
+        failfast.phase(LOADED)
+
+    pl_module.configure_model = load_then_report
+
+
+def unwrap_loading(pl_module: LightningModule) -> None:
+    if getattr(pl_module.__dict__.get("configure_model"), "__name__", None) == "load_then_report":
+        del pl_module.configure_model
 
 
 class EvaluationCallback(Callback):
@@ -29,11 +71,14 @@ class EvaluationCallback(Callback):
         log_samples: write one samples_<task>.jsonl line per document.
         seed: seed of the bootstrap.
         print_table: print the results table on rank 0.
-        resume: reuse responses stored in `output_dir` by an earlier run of the same evaluation.
+        resume: reuse responses stored in `output_dir` by an earlier run: same request and model identity, any
+            world size, limit, offset or batch size.
         free_model_memory: release the model once every response is gathered, before scoring.
         log_samples_to_logger: sample records per task sent to the trainer's loggers as a table (TensorBoard, W&B).
         log_images_to_logger: images per vision task sent to those loggers, captioned with question and answer.
         push_to_hub: a Hub dataset repo ("org/name", or "org/name/folder") to upload results.json and samples to.
+        stall_timeout: seconds a rank may make no progress while the others go on before every rank is stopped
+            (the limit grows with the slowest model load or batch seen, so long loads and generations are safe).
     """
 
     def __init__(
@@ -48,7 +93,14 @@ class EvaluationCallback(Callback):
         log_samples_to_logger: int = 8,
         log_images_to_logger: int = 4,
         push_to_hub: Optional[str] = None,
+        stall_timeout: float = 600.0,
     ) -> None:
+        check_non_negative("bootstrap_iters", bootstrap_iters)
+        check_non_negative("log_samples_to_logger", log_samples_to_logger)
+        check_non_negative("log_images_to_logger", log_images_to_logger)
+        check_output_dir(Path(output_dir))
+        if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)) or not stall_timeout > 0:
+            raise InputError(f"evaluation.stall_timeout: expected a positive number of seconds, got {stall_timeout!r}")
         self.output_dir = Path(output_dir)
         self.bootstrap_iters = bootstrap_iters
         self.log_samples = log_samples
@@ -59,6 +111,7 @@ class EvaluationCallback(Callback):
         self.log_samples_to_logger = log_samples_to_logger
         self.log_images_to_logger = log_images_to_logger
         self.push_to_hub = push_to_hub
+        self.stall_timeout = float(stall_timeout)
         if push_to_hub:
             split_target(push_to_hub)  # a malformed repo id fails now, not after the evaluation
         self.collector: Optional[ResponseCollector] = None
@@ -70,21 +123,40 @@ class EvaluationCallback(Callback):
         self.failure_message: Optional[str] = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Key every request and skip those an earlier run already answered (the datamodule is set up)."""
+        """Key every request, lock the output folder, and skip what an earlier run answered (the datamodule is set up).
+
+        Every rank agrees on what is skipped (one collective), so the ranks plan the same batches and a
+        request is either resumed or computed, never both. A second run on the same folder is refused."""
         datamodule = trainer.datamodule
         if not isinstance(datamodule, BenchmarkDataModule):
             raise TypeError("EvaluationCallback needs the Trainer to run a BenchmarkDataModule")
-        model = config_digest(pl_module.identity() if isinstance(pl_module, EvalModule) else type(pl_module).__name__)
-        configs = {name: config_digest({**task.spec.to_dict(), "source": None}) for name, task in datamodule.tasks.items()}
-        self.keys = [request_key(r, configs[r.task], model) for r in datamodule.requests]
-        self.store = ResponseStore(self.output_dir, trainer.global_rank)
-        stored = self.store.load() if self.resume else {}
-        self.resumed = {
-            uid: replace(stored[key], uid=uid) for uid, key in enumerate(self.keys) if key in stored
-        }
-        datamodule.done_uids = set(self.resumed)
-        self.failfast = FailFast(trainer.global_rank, launched=getattr(trainer.strategy.launcher, "procs", None))
+        # Watch the other ranks from here on, and agree on the request list before any collective relies on it.
+        self.failfast = FailFast(trainer.global_rank, getattr(trainer.strategy.launcher, "procs", None), self.stall_timeout)
         self.failfast.start()
+        check_same_requests(datamodule.requests, trainer.strategy.root_device)
+        model = config_digest(pl_module.identity() if isinstance(pl_module, EvalModule) else type(pl_module).__name__)
+        self.keys = request_keys(datamodule.requests, datamodule.tasks, model)
+        if self.store is not None:
+            self.store.close()  # this callback ran before in this process
+        self.store = ResponseStore(self.output_dir, trainer.global_rank, model)
+        holder = self.store.lock()
+        scan = self.store.load() if self.resume else StoreScan()
+        found = scan.reusable(datamodule.requests, self.keys)
+        locked, done = agree_across_ranks(holder is None, set(found), len(self.keys), trainer.strategy.root_device)
+        if not locked:
+            self.store.close()
+            raise AgreedInputError(  # every rank raises it; rank 0 says it
+                f"evaluation.output_dir: {self.output_dir} is in use by another run (held by {holder or 'it, on another rank'}); "
+                "wait for it to end, or give another --evaluation.output_dir",
+                trainer.global_rank,
+            )
+        self.resumed = {uid: found[uid] for uid in sorted(done)}
+        datamodule.done_uids = set(self.resumed)
+        if trainer.is_global_zero:
+            for message in scan.warnings(self.store.folder):
+                warnings.warn(message, StoreWarning)
+        self.failfast.phase(LOADING)  # the model loads next (configure_model)
+        report_when_loaded(pl_module, self.failfast)
         if trainer.loggers:
             # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
             trainer.enable_autolog_hparams = False
@@ -93,23 +165,33 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = batch
+        self.failfast.batch_started(describe_batch(batch.requests))
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Name the rank, task, documents and cause, and tell the other ranks to stop."""
-        where = ""
+        """Name the rank, task, documents and cause, and tell the other ranks to stop.
+
+        An error every rank raised together needs no telling. A collective that broke because another rank
+        went away is that rank's story: the watcher names it (and ends the process) rather than us blaming
+        this rank for a gloo error."""
         batch = getattr(self, "current_batch", None)
-        if batch is not None:
-            tasks = sorted({r.task for r in batch.requests})
-            docs = sorted({r.doc_id for r in batch.requests})
-            where = f" on task {', '.join(tasks)}, doc_id {', '.join(map(str, docs[:8]))}{' ...' if len(docs) > 8 else ''}"
+        where = f" on {describe_batch(batch.requests)}" if batch is not None else ""
         message = f"rank {trainer.global_rank} failed{where}: {type(exception).__name__}: {exception}"
         self.failure_message = message
-        if self.failfast is not None:
-            self.failfast.report(message, EXIT_INPUT_ERROR if isinstance(exception, InputError) else EXIT_FAILURE)
+        unwrap_loading(pl_module)
+        if self.failfast is None:
+            return
+        if isinstance(exception, AgreedInputError):
+            self.failfast.close()
+            return
+        if is_communication_error(exception):
+            self.failfast.wait_for_cause()
+        self.failfast.report(message, EXIT_INPUT_ERROR if isinstance(exception, InputError) else EXIT_FAILURE)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.collector = ResponseCollector().to(pl_module.device)
         self.results = None
+        self.failfast.install_signal_handler()  # again: Lightning put its own SIGTERM handler in front of ours
+        self.failfast.phase(PREDICTING)
 
     def on_predict_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: list[Response], batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
@@ -117,14 +199,17 @@ class EvaluationCallback(Callback):
         self.current_batch = None
         self.store.append((self.keys[r.uid], r) for r, padding in zip(outputs, batch.padding) if not padding)
         self.collector.update(outputs, batch.padding)
+        self.failfast.batch_done()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.store is not None:
             self.store.close()
+        unwrap_loading(pl_module)
         if self.failfast is not None and self.failure_message is None:
-            self.failfast.stop()
+            self.failfast.close()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.failfast.phase(GATHERING)
         gathered = self.collector.compute().pairs  # a collective: every rank takes part
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
         if self.free_model_memory and isinstance(pl_module, EvalModule):
@@ -133,7 +218,7 @@ class EvaluationCallback(Callback):
             return
         datamodule = trainer.datamodule
         self.results = self.evaluate(datamodule, gathered, trainer.world_size, pl_module)
-        write_outputs(self.output_dir, self.results, self.task_results, self.log_samples)
+        self.results = write_outputs(self.output_dir, self.results, self.task_results, self.log_samples)
         if self.print_table:
             print(format_table(self.results), flush=True)
         log_results(

@@ -1,14 +1,17 @@
 """results.json and samples_<task>.jsonl in the lm-evaluation-harness layout, and the printed table."""
 
+import hashlib
 import json
+import math
 import os
 import subprocess
-import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Union
 
+from lmm_lightning.errors import InputError
 from lmm_lightning.evaluation.scoring import TaskResult, finite_or_none
 from lmm_lightning.tasks import Task
 
@@ -94,17 +97,40 @@ def build_results(
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_file(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write fewer than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make renames and removals in `folder` durable (a crash cannot bring back an old file)."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: Union[str, bytes]) -> None:
+    """Write a temporary file beside `path`, fsync it, then rename: readers see the old file or the whole
+    new one, never part of it. Created with mode 0666 less the umask (0644 under umask 022), like any file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            _write_file(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
 
 
 def _json_default(value: Any) -> Any:
@@ -113,16 +139,73 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def strict_json(value: Any) -> Any:
+    """JSON has no NaN or infinity (strict parsers reject `NaN`, `-Infinity`): non-finite numbers become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return strict_json(value.tolist())
+    return value
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """Strict JSON; the walk that replaces non-finite numbers runs only when there is one (rare)."""
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(strict_json(value), default=_json_default, allow_nan=False, **options)
+
+
 def samples_jsonl(records: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, default=_json_default, ensure_ascii=False) + "\n" for r in records)
+    return "".join(dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def write_outputs(output_dir: Path, results_doc: dict[str, Any], task_results: list[TaskResult], log_samples: bool) -> None:
-    """Samples first, results.json last: a results.json on disk means the run is complete."""
-    if log_samples:
-        for result in task_results:
-            write_atomic(output_dir / f"samples_{result.name}.jsonl", samples_jsonl(result.records))
-    write_atomic(output_dir / "results.json", json.dumps(results_doc, indent=2, default=_json_default))
+def remove_outputs(output_dir: Path) -> None:
+    """Remove an earlier run's outputs, results.json first: without it, leftover samples are an unfinished
+    run, never part of a finished one. Temporary files left by a crashed write go too."""
+    (output_dir / "results.json").unlink(missing_ok=True)
+    _fsync_folder(output_dir)
+    for pattern in ("samples_*.jsonl", ".results.json.*.tmp", ".samples_*.jsonl.*.tmp"):
+        for path in output_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def write_outputs(
+    output_dir: Path, results_doc: dict[str, Any], task_results: list[TaskResult], log_samples: bool
+) -> dict[str, Any]:
+    """One run's outputs as one unit: the earlier run's removed, samples written, results.json last.
+
+    results.json lists the samples files of its run with their sha256 (`samples_files`), so a reader
+    can tell that they belong together; a folder without results.json holds no finished run. A write
+    that fails (a full disk) removes what this call wrote and is one InputError naming the file.
+    Returns the results document as written.
+    """
+    written: dict[str, dict[str, Any]] = {}
+    path = output_dir
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        remove_outputs(output_dir)
+        if log_samples:
+            for result in task_results:
+                path = output_dir / f"samples_{result.name}.jsonl"
+                data = samples_jsonl(result.records).encode("utf-8")
+                write_atomic(path, data)
+                written[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        document = {**results_doc, "samples_files": written}
+        path = output_dir / "results.json"
+        write_atomic(path, dumps(document, indent=2))
+    except OSError as err:
+        for name in written:
+            (output_dir / name).unlink(missing_ok=True)
+        raise InputError(
+            f"evaluation.output_dir: cannot write {path}: {err.strerror or err}; no results.json was written "
+            "(the responses are kept in the store: a rerun writes the outputs without computing them again)"
+        ) from None
+    return document
 
 
 def _cell(value: Any) -> str:

@@ -2,12 +2,13 @@
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
 
 import numpy as np
 
 from lmm_lightning.data.datamodule import TaskDocuments
+from lmm_lightning.errors import InputError
 from lmm_lightning.metrics import Estimate
 from lmm_lightning.metrics.aggregation import aggregate
 from lmm_lightning.metrics.groups import aggregate_group, stability_per_document
@@ -27,6 +28,10 @@ class IntegrityError(RuntimeError):
     """A request was answered twice or not at all: the gathered results cannot be trusted."""
 
 
+class ScoringError(InputError):
+    """A task's scoring code (process_results, a filter, a metric) failed on one document: named in one line."""
+
+
 @dataclass
 class Integrity:
     """Counts in = counts out, written into results.json."""
@@ -38,6 +43,7 @@ class Integrity:
     dropped: int = 0
     resumed: int = 0
     empty_generations: int = 0  # legitimate (the model stopped at once) but worth seeing
+    nonfinite_logprobs: int = 0  # NaN or infinite log-probabilities the model returned (NaN scored as -inf)
 
 
 @dataclass
@@ -84,6 +90,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, bool, np.number)) and not isinstance(value, str)
 
 
+def is_finite_logprob(response: Response) -> bool:
+    return response.logprob is not None and math.isfinite(response.logprob)
+
+
+def scoreable(request: Request, response: Response) -> Response:
+    """A log-prob as scoring sees it: NaN (a broken forward; the gather carries it as None) and +inf become
+    -inf, never greedy, so such a choice never wins. The same whether it comes fresh or from the store."""
+    if request.request_type is not RequestType.LOGLIKELIHOOD or is_finite_logprob(response) or response.logprob == -math.inf:
+        return response
+    return replace(response, logprob=-math.inf, is_greedy=False)
+
+
+def _scoring_failed(task: Any, doc_id: Optional[int], err: Exception) -> ScoringError:
+    where = f"task '{task.name}'" + (f" ({task.spec.source})" if task.spec.source else "")
+    what = f"process_results ({task.spec.process_results})" if task.spec.process_results else "scoring"
+    doc = f", doc_id {doc_id}" if doc_id is not None else ""
+    return ScoringError(f"{where}{doc}: {what} failed: {type(err).__name__}: {err}")
+
+
 def score_task(
     documents: TaskDocuments, requests: list[Request], answers: dict[int, Response], bootstrap_iters: int, seed: int
 ) -> TaskResult:
@@ -98,34 +123,17 @@ def score_task(
     single_filter = len(task.filters) == 1
     for doc_id in sorted(by_doc):
         doc_requests = sorted(by_doc[doc_id], key=lambda r: (r.repeat, r.choice_index))
-        responses = [answers[r.uid] for r in doc_requests]
+        responses = [scoreable(r, answers[r.uid]) for r in doc_requests]
         doc = documents.docs[doc_id]
-        filtered = task.filtered(responses)
-        generation = task.spec.output_type == "generate_until"
-        per_request = {name: [value] if generation else value for name, value in filtered.items()}
-        record: dict[str, Any] = {
-            "doc_id": doc_id,
-            "doc": doc,
-            "target": task.doc_to_target(doc),
-            "arguments": [_argument(r) for r in doc_requests],
-            "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
-            # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
-            "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
-        }
-        for filter_name, value in filtered.items():
-            for metric, score in task.score_value(doc, value).items():
-                values[(metric, filter_name)].append(score)
-                record[metric if single_filter else f"{metric},{filter_name}"] = score
-        if task.spec.repeats > 1:
-            for filter_name, metrics in task.score_repeats(doc, responses).items():
-                for metric, scores in metrics.items():
-                    if all(_is_number(s) for s in scores):
-                        repeats[(metric, filter_name)].append([float(s) for s in scores])
-                        key = metric if single_filter else f"{metric},{filter_name}"
-                        record[f"{key}_per_repeat"] = [float(s) for s in scores]
-        records.append(record)
+        try:
+            records.append(_score_document(task, doc_id, doc, doc_requests, responses, values, repeats))
+        except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
+            raise _scoring_failed(task, doc_id, err) from err
 
-    metrics = {key: aggregate(task.aggregation(key[0]), v, bootstrap_iters, seed) for key, v in values.items()}
+    try:
+        metrics = {key: aggregate(task.aggregation(key[0]), v, bootstrap_iters, seed) for key, v in values.items()}
+    except Exception as err:  # noqa: BLE001
+        raise _scoring_failed(task, None, err) from err
     for (metric, filter_name), matrix in repeats.items():
         per_doc = stability_per_document(np.asarray(matrix, dtype=np.float64))
         key = metric if single_filter else f"{metric},{filter_name}"
@@ -135,10 +143,51 @@ def score_task(
             corpus_name = STABILITY_NAMES[stat]
             metrics[(f"{metric}_{corpus_name}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
     empty = sum(1 for r in requests if r.request_type is RequestType.GENERATE_UNTIL and answers[r.uid].text == "")
+    nonfinite = sum(
+        1 for r in requests if r.request_type is RequestType.LOGLIKELIHOOD and not is_finite_logprob(answers[r.uid])
+    )
     integrity = Integrity(
-        documents=len(records), requests_expected=len(requests), requests_answered=len(requests), empty_generations=empty
+        documents=len(records), requests_expected=len(requests), requests_answered=len(requests),
+        empty_generations=empty, nonfinite_logprobs=nonfinite,
     )
     return TaskResult(task.name, records, metrics, integrity)
+
+
+def _score_document(
+    task: Any,
+    doc_id: int,
+    doc: dict[str, Any],
+    doc_requests: list[Request],
+    responses: list[Response],
+    values: dict[tuple[str, str], list[Any]],
+    repeats: dict[tuple[str, str], list[list[float]]],
+) -> dict[str, Any]:
+    """One document's record; its metric values are added to `values` (and `repeats`)."""
+    single_filter = len(task.filters) == 1
+    filtered = task.filtered(responses)
+    generation = task.spec.output_type == "generate_until"
+    per_request = {name: [value] if generation else value for name, value in filtered.items()}
+    record: dict[str, Any] = {
+        "doc_id": doc_id,
+        "doc": doc,
+        "target": task.doc_to_target(doc),
+        "arguments": [_argument(r) for r in doc_requests],
+        "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
+        # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
+        "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
+    }
+    for filter_name, value in filtered.items():
+        for metric, score in task.score_value(doc, value).items():
+            values[(metric, filter_name)].append(score)
+            record[metric if single_filter else f"{metric},{filter_name}"] = score
+    if task.spec.repeats > 1:
+        for filter_name, metrics in task.score_repeats(doc, responses).items():
+            for metric, scores in metrics.items():
+                if all(_is_number(s) for s in scores):
+                    repeats[(metric, filter_name)].append([float(s) for s in scores])
+                    key = metric if single_filter else f"{metric},{filter_name}"
+                    record[f"{key}_per_repeat"] = [float(s) for s in scores]
+    return record
 
 
 def score_group(

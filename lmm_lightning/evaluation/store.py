@@ -3,19 +3,44 @@
 Each rank appends to its own `responses-rank<R>.jsonl` under `<output_dir>/store/`. A response is
 keyed by a stable identity of its request (task and its config, document, choice, repeat, the
 exact prompt, the generation settings and the model), not by its position, so a rerun with any
-number of processes finds it again.
+number of processes, batch size, limit or offset finds it again.
+
+A line also names its batch and that batch's size: a batch cut short by a crash is recognised and
+recomputed whole (its requests keep the composition a fresh run gives them). Lines that are not a
+record of this format (torn, garbage, written by something else) are skipped and counted, never fatal.
 """
 
+import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from lmm_lightning.requests import Request, Response
+import torch
+
+from lmm_lightning.requests import Request, RequestType, Response
 
 STORE_DIR = "store"
+_NONE = type(None)
+# Every field of a stored line and the JSON types it may hold; anything else is a foreign line.
+FIELDS: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "model": (str,),
+    "batch": (str,),
+    "size": (int,),
+    "uid": (int,),
+    "logprob": (float, _NONE),
+    "is_greedy": (bool, _NONE),
+    "text": (str, _NONE),
+}
+
+
+class StoreWarning(UserWarning):
+    """The response store held lines that were not reused; their requests are computed again."""
 
 
 def _digest(value: Any) -> str:
@@ -36,6 +61,7 @@ def request_key(request: Request, task_config: str, model_identity: str) -> str:
             request.context,
             request.continuation,
             [list(gen.until), gen.max_new_tokens, gen.do_sample, gen.temperature, gen.top_p],
+            *([gen.seed] if gen.do_sample else []),  # a greedy answer does not depend on the seed
             model_identity,
         ]
     )[:32]
@@ -45,41 +71,186 @@ def config_digest(value: Any) -> str:
     return _digest(value)[:16]
 
 
-class ResponseStore:
-    """Appends finished responses for one rank; reads back those of every rank of every earlier run."""
+def request_keys(requests: Sequence[Request], tasks: Mapping[str, Any], model_identity: str) -> list[str]:
+    """The key of every request (by uid); a task's config counts, not the file it was read from."""
+    configs = {name: config_digest({**task.spec.to_dict(), "source": None}) for name, task in tasks.items()}
+    return [request_key(r, configs[r.task], model_identity) for r in requests]
 
-    def __init__(self, output_dir: Path, rank: int) -> None:
+
+def parse_line(line: bytes) -> Optional[dict[str, Any]]:
+    """A stored record, or None for anything else (cut short, not UTF-8, not an object, other fields)."""
+    try:
+        item = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(item, dict) or set(item) != set(FIELDS):
+        return None
+    for name, kinds in FIELDS.items():
+        value = item[name]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return None
+    return item if item["size"] >= 1 else None
+
+
+def answers(request: Request, response: Response) -> bool:
+    """Whether a stored response is a usable answer to this request (the kind its type needs)."""
+    if request.request_type is RequestType.LOGLIKELIHOOD:
+        return isinstance(response.logprob, float) and response.text is None
+    return isinstance(response.text, str) and response.logprob is None
+
+
+@dataclass
+class StoreScan:
+    """What the store holds for one model: responses by key, and what was left out and why."""
+
+    responses: dict[str, Response] = field(default_factory=dict)
+    skipped: int = 0  # damaged or foreign lines, lines of a batch cut short, answers of the wrong kind
+    other_model: int = 0  # well-formed responses of another model identity
+
+    def reusable(self, requests: Sequence[Request], keys: Sequence[str]) -> dict[int, Response]:
+        """uid -> stored answer for each request whose key is stored with an answer of the right kind."""
+        found = {}
+        for request, key in zip(requests, keys):
+            stored = self.responses.get(key)
+            if stored is None:
+                continue
+            if not answers(request, stored):
+                self.skipped += 1
+                continue
+            found[request.uid] = replace(stored, uid=request.uid)
+        return found
+
+    def warnings(self, folder: Path) -> list[str]:
+        """One line for each reason something stored was not reused."""
+        out = []
+        if self.skipped:
+            out.append(
+                f"skipped {self.skipped} line(s) of the response store {folder} (damaged, foreign, or of a batch "
+                "cut short by a crash); requests without a stored answer are computed again"
+            )
+        if self.other_model:
+            out.append(
+                f"did not reuse {self.other_model} stored response(s) in {folder}: they belong to another model "
+                "identity (its weights, dtype or settings changed); those requests are computed again"
+            )
+        return out
+
+
+def scan_lines(lines: Iterable[bytes], model: str) -> StoreScan:
+    """Keep the responses of whole batches of `model`; count the rest."""
+    scan = StoreScan()
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        item = parse_line(line)
+        if item is None:
+            scan.skipped += 1
+        else:
+            batches.setdefault(item["batch"], []).append(item)
+    for items in batches.values():
+        sizes = {item["size"] for item in items}
+        if len(sizes) != 1 or len(items) != sizes.pop():  # cut short by a crash (or mangled)
+            scan.skipped += len(items)
+            continue
+        for item in items:
+            if item["model"] != model:
+                scan.other_model += 1
+            elif item["key"] not in scan.responses:
+                fields = {k: item[k] for k in ("uid", "logprob", "is_greedy", "text")}
+                scan.responses[item["key"]] = Response(**fields)
+    return scan
+
+
+def _lines(path: Path) -> list[bytes]:
+    """A file's lines as bytes; a last line without its newline is kept (and fails to parse if cut)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    return lines[:-1] if lines and lines[-1] == b"" else lines
+
+
+class ResponseStore:
+    """Appends finished responses for one rank; reads back those of every rank of every earlier run.
+
+    `lock()` takes this rank's lock file, so a second run on the same output folder is refused
+    instead of interleaving its writes. It is a POSIX record lock (`fcntl.lockf`): the OS drops it
+    when the process dies, however it dies, and it belongs to the process, so a rerun inside the
+    same process (a notebook after a failed run) is not locked out by its own earlier attempt.
+    """
+
+    def __init__(self, output_dir: Path, rank: int, model: str = "") -> None:
         self.folder = Path(output_dir) / STORE_DIR
         self.path = self.folder / f"responses-rank{rank}.jsonl"
+        self.lock_path = self.folder / f"responses-rank{rank}.lock"
+        self.model = model
         self._handle = None
+        self._lock: Optional[int] = None
+
+    def lock(self) -> Optional[str]:
+        """Take this rank's lock; None when taken, else who holds it (host and process id)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            return holder or "another process"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+        self._lock = fd
+        return None
 
     def append(self, items: Iterable[tuple[str, Response]]) -> None:
         """Write and fsync one batch: once this returns, the batch survives a crash."""
-        lines = "".join(json.dumps({"key": key, **asdict(r)}) + "\n" for key, r in items)
-        if not lines:
+        items = list(items)
+        if not items:
             return
+        batch = {"model": self.model, "batch": uuid.uuid4().hex[:16], "size": len(items)}
+        lines = "".join(json.dumps({"key": key, **batch, **asdict(r)}) + "\n" for key, r in items)
         if self._handle is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
+            self._handle = self._open()
         self._handle.write(lines)
         self._handle.flush()
         os.fsync(self._handle.fileno())
+
+    def _open(self):
+        """Open for appending; a line left cut by a crash is ended first so it cannot swallow the next."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a", encoding="utf-8")
+        if handle.tell() > 0:
+            with open(self.path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    handle.write("\n")
+        return handle
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
-    def load(self) -> dict[str, Response]:
-        """Every stored response by key; a line cut short by a crash is ignored."""
-        found: dict[str, Response] = {}
-        for path in sorted(self.folder.glob("responses-rank*.jsonl")):
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        item = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    key = item.pop("key")
-                    found[key] = Response(**item)
-        return found
+    def load(self) -> StoreScan:
+        """Every stored response of this store's model, by key, with counts of what was left out."""
+        lines = [line for path in sorted(self.folder.glob("responses-rank*.jsonl")) for line in _lines(path)]
+        return scan_lines(lines, self.model)
+
+
+def agree_across_ranks(locked: bool, found: set[int], n_requests: int, device: torch.device) -> tuple[bool, set[int]]:
+    """Whether every rank holds its lock, and the requests every rank found stored.
+
+    Ranks may see different stores (node-local output folders): a request counts as answered only
+    where every rank, rank 0 included, has its answer, so every rank plans the same batches and
+    rank 0 holds each resumed answer it scores. One collective; nothing to agree on one process.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return locked, found
+    flags = torch.zeros(n_requests + 1, dtype=torch.int32)
+    flags[0] = int(locked)
+    if found:
+        flags[torch.tensor(sorted(found), dtype=torch.long) + 1] = 1
+    flags = flags.to(device)
+    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    flags = flags.cpu()
+    return bool(flags[0]), {int(i) for i in torch.nonzero(flags[1:]).flatten().tolist()}

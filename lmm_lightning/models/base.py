@@ -1,6 +1,8 @@
 """EvalModule: a LightningModule that answers typed requests in `predict_step`."""
 
 import gc
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,5 +103,34 @@ class EvalModule(LightningModule):
         return batch
 
     def identity(self) -> dict[str, Any]:
-        """What identifies this model in results (and, later, in the response store)."""
+        """What identifies this model in the response store: its class and hyperparameters. Models
+        loaded from files add a fingerprint of them (`folder_fingerprint`), so new weights under the
+        same path are never served the old answers."""
         return {"class": type(self).__name__, **{k: v for k, v in self.hparams.items()}}
+
+
+_SAMPLE_BYTES = 1 << 16
+
+
+def _sampled_digest(path: Path, size: int) -> str:
+    """sha256 of the file's first, middle and last 64 KiB (the whole file when smaller): cheap on
+    100 GB checkpoints, and it sees new values written over a file of the same size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for start in sorted({0, max(size // 2 - _SAMPLE_BYTES // 2, 0), max(size - _SAMPLE_BYTES, 0)}):
+            handle.seek(start)
+            digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def folder_fingerprint(folder: str) -> list[list[Any]]:
+    """Name, size, modification time and sampled content digest of every file a checkpoint folder
+    offers `from_pretrained` (its top level; hidden files aside). Any new weights, config or tokenizer
+    file changes it."""
+    out = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        stat = path.stat()
+        out.append([path.name, stat.st_size, stat.st_mtime_ns, _sampled_digest(path, stat.st_size)])
+    return out

@@ -1,16 +1,23 @@
 """A Hugging Face causal language model as an EvalModule."""
 
+import hashlib
 import inspect
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.logits_process import (
+    LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.errors import InputError
-from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.base import EvalModule, folder_fingerprint
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -26,6 +33,91 @@ def pretrained_options(hparams: Any) -> tuple[str, dict[str, Any]]:
     if hparams.attn_implementation:
         options["attn_implementation"] = hparams.attn_implementation
     return resolve_pretrained(hparams.pretrained), options
+
+
+# --- checks of a model folder and its options, cheap enough to run before anything loads ---------------
+def check_safetensors(path: Path) -> None:
+    """The header parses and the file is as long as the header says (a cut-off download is not)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                raise ValueError(f"a header of {length} bytes in a file of {size}")
+            header = json.loads(handle.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+        raise InputError(f"model.pretrained: {path} is not a readable safetensors file ({err}); is it damaged or incomplete?") from None
+    if size != 8 + length + end:
+        raise InputError(f"model.pretrained: {path} is truncated or damaged: its header describes {8 + length + end} bytes, the file has {size}")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's weight files: one file, or the shards its index names (each must exist)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return [folder / name]
+    for index in (folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"):
+        if index.is_file():
+            try:
+                shards = sorted({folder / shard for shard in json.loads(index.read_text())["weight_map"].values()})
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise InputError(f"model.pretrained: {index} is not a valid weight index ({type(err).__name__}: {err})") from None
+            missing = [str(s.name) for s in shards if not s.is_file()]
+            if missing:
+                raise InputError(f"model.pretrained: {index} names shards that are missing: {missing}")
+            return shards
+    raise InputError(
+        f"model.pretrained: {folder} has a config.json but no weights; expected model.safetensors, "
+        "pytorch_model.bin or a sharded *.index.json with its shards"
+    )
+
+
+def check_model_folder(path: str, trust_remote_code: bool) -> None:
+    """A local checkpoint folder: config.json is valid, and the weights exist and are complete."""
+    config = Path(path) / "config.json"
+    try:
+        json.loads(config.read_text())
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - invalid JSON, an unknown model_type, ...: all one message
+        raise InputError(f"model.pretrained: {config} is not a valid model config: {type(err).__name__}: {err}") from None
+    for shard in weight_files(Path(path)):
+        if shard.suffix == ".safetensors":
+            check_safetensors(shard)
+
+
+def check_attention(attn_implementation: Optional[str]) -> None:
+    """A known attention kernel (or a Hub kernel `org/repo`)."""
+    if attn_implementation is None or "/" in attn_implementation:
+        return
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if attn_implementation not in known:
+        raise InputError(f"model.attn_implementation: unknown attention {attn_implementation!r}; expected one of {known}")
+
+
+def check_pretrained(hparams: Any) -> str:
+    """Every model option that can be checked without loading the weights; returns the model folder."""
+    if hparams.dtype not in DTYPES:
+        raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {hparams.dtype!r}")
+    if hparams.max_length is not None and (isinstance(hparams.max_length, bool) or not isinstance(hparams.max_length, int) or hparams.max_length < 1):
+        raise InputError(f"model.max_length: expected a positive number of tokens, got {hparams.max_length!r}")
+    check_attention(hparams.attn_implementation)
+    path = resolve_pretrained(hparams.pretrained)
+    check_model_folder(path, hparams.trust_remote_code)
+    return path
+
+
+def load_tokenizer(path: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - missing or broken tokenizer files raise many types
+        raise InputError(
+            f"model.pretrained: {path} has no usable tokenizer (tokenizer.json, tokenizer.model or vocabulary files): "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def split_context(context: str, continuation: str) -> tuple[str, str]:
@@ -69,13 +161,59 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def sampling_kwargs(spec: GenerationSpec, requests: list[Request]) -> dict:
-    """Greedy by default; when sampling, seed from the batch's first request so that the draw depends
-    on the batch (identical for every world size), not on what a rank ran before it."""
-    if not spec.do_sample:
+def request_seed(request: Request) -> int:
+    """A sampled request's seed, from (seed, task, doc_id, repeat) only: its draw does not depend on its
+    batch, its rank, the world size or which other tasks run in the same invocation."""
+    key = f"{request.generation.seed}/{request.task}/{request.doc_id}/{request.repeat}".encode("utf-8")
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
+
+class SeededSampling(LogitsProcessor):
+    """Sampling by the Gumbel-max trick, each row with its own settings and its own noise generator seeded by
+    its request: greedy decoding over these scores draws from each row's warped (temperature, top-k, top-p)
+    distribution, and a row's draws are the same whatever else is in its batch. A row without settings
+    (a greedy request batched with sampled ones) is left as it is."""
+
+    def __init__(self, rows: list[Optional[tuple[int, LogitsProcessorList]]]) -> None:
+        self.rows = rows
+        self.generators: Optional[list[Optional[torch.Generator]]] = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        device = scores.device
+        if self.generators is None:
+            self.generators = [None if row is None else torch.Generator(device).manual_seed(row[0]) for row in self.rows]
+        out = scores.float().clone()
+        for i, (row, generator) in enumerate(zip(self.rows, self.generators)):
+            if row is None:
+                continue
+            warped = row[1](input_ids[i : i + 1], out[i : i + 1])[0]
+            uniform = torch.rand(warped.shape[-1], generator=generator, device=device)
+            out[i] = warped - torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
+        return out
+
+
+def sampling_warpers(spec: GenerationSpec, config: Any) -> Optional[LogitsProcessorList]:
+    """Temperature, top-k and top-p as `generate` would apply them when sampling (None: greedy, also at
+    temperature 0). The top-k cut is the model's, Hugging Face's default 50 when it sets none."""
+    if not spec.do_sample or spec.temperature <= 0:
+        return None
+    top_k = getattr(config, "top_k", None)
+    top_k = 50 if top_k is None else top_k
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(spec.temperature)])
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k))
+    if spec.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(spec.top_p))
+    return warpers
+
+
+def sampling_kwargs(requests: list[Request], config: Any = None) -> dict:
+    """Greedy unless a request samples; then each request draws with its own settings and seed."""
+    warpers = [sampling_warpers(r.generation, config) for r in requests]
+    if all(w is None for w in warpers):
         return {"do_sample": False}
-    torch.manual_seed(requests[0].uid)
-    return {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p}
+    rows = [None if w is None else (request_seed(r), w) for r, w in zip(requests, warpers)]
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([SeededSampling(rows)])}
 
 
 def _pad_right(rows: list[list[int]], pad: int, width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,18 +432,24 @@ class HFCausalLM(EvalModule):
             }
         )
         self.model: Optional[torch.nn.Module] = None
-        self.tokenizer: Optional[PreTrainedTokenizerBase] = None
+        # The tokenizer loads now (it is small): a broken model folder or option fails before any weights load.
+        self.tokenizer: Optional[PreTrainedTokenizerBase] = load_tokenizer(check_pretrained(self.hparams), trust_remote_code)
+        if use_chat_template and not self.tokenizer.chat_template:
+            raise InputError(f"model.use_chat_template: the tokenizer in {pretrained!r} has no chat template; set it to false")
 
     def configure_model(self) -> None:
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
         path, kwargs = pretrained_options(self.hparams)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(path, self.hparams.trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         self.model.eval()
+
+    def identity(self) -> dict[str, Any]:
+        """Hyperparameters and the files of the resolved model folder: other weights, other identity."""
+        return {**super().identity(), "files": folder_fingerprint(pretrained_options(self.hparams)[0])}
 
     @property
     def max_length(self) -> int:
@@ -393,7 +537,7 @@ class HFCausalLM(EvalModule):
             stopping_criteria=criteria,
             pad_token_id=self.tokenizer.pad_token_id,
             synced_gpus=self.synced_generation,
-            **sampling_kwargs(spec, requests),
+            **sampling_kwargs(requests, self.model.generation_config),
         )
         texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
         return [Response(uid=r.uid, text=cut_at_stops(t, stops)) for r, t in zip(requests, texts)]

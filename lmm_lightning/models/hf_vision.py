@@ -1,5 +1,6 @@
 """A Hugging Face image-text model (LLaVA, Qwen2-VL, ...) as an EvalModule."""
 
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -8,12 +9,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCri
 
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
-from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.base import EvalModule, folder_fingerprint
 from lmm_lightning.models.hf_causal import (
     DTYPES,
     _StopOnStrings,
+    check_pretrained,
     cut_at_stops,
     pretrained_options,
+    sampling_kwargs,
     score_shared_contexts,
     split_context,
 )
@@ -25,6 +28,15 @@ Row = dict[str, torch.Tensor]
 def to_rgb(image: Any) -> Any:
     """PNGs decode as RGBA or palette images; vision towers expect three channels."""
     return image.convert("RGB") if hasattr(image, "convert") and getattr(image, "mode", "RGB") != "RGB" else image
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_tokenizer_files(path: str, trust_remote_code: bool) -> None:
+    """The processor needs a tokenizer; remote code may keep its vocabulary under any name."""
+    if not trust_remote_code and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"model.pretrained: {path} has no tokenizer; expected one of {list(TOKENIZER_FILES)}")
 
 
 # Models whose positions are not a plain 1-D count (multimodal rotary positions): their contexts are
@@ -62,6 +74,7 @@ class HFVisionLM(EvalModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_tokenizer_files(check_pretrained(self.hparams), trust_remote_code)  # before any weights load
         self.model: Optional[torch.nn.Module] = None
         self.processor: Any = None
 
@@ -77,6 +90,10 @@ class HFVisionLM(EvalModule):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForImageTextToText.from_pretrained(path, **options)
         self.model.eval()
+
+    def identity(self) -> dict[str, Any]:
+        """Hyperparameters and the files of the resolved model folder: other weights, other identity."""
+        return {**super().identity(), "files": folder_fingerprint(pretrained_options(self.hparams)[0])}
 
     @property
     def tokenizer(self) -> Any:
@@ -235,21 +252,14 @@ class HFVisionLM(EvalModule):
         width = batch["input_ids"].shape[1]
         stops = tuple(s for s in spec.until if s)
         criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, width)]) if stops else None
-        options: dict[str, Any] = {"do_sample": spec.do_sample}
-        if spec.do_sample:
-            options.update(temperature=spec.temperature, top_p=spec.top_p)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            # Seeded by the batch's first request, which is the same for every world size.
-            torch.manual_seed(requests[0].uid)
-            output = self.model.generate(
-                **batch,
-                max_new_tokens=spec.max_new_tokens,
-                stopping_criteria=criteria,
-                pad_token_id=self.tokenizer.pad_token_id,
-                synced_gpus=self.synced_generation,
-                **options,
-            )
+        output = self.model.generate(
+            **batch,
+            max_new_tokens=spec.max_new_tokens,
+            stopping_criteria=criteria,
+            pad_token_id=self.tokenizer.pad_token_id,
+            synced_gpus=self.synced_generation,
+            **sampling_kwargs(requests, self.model.generation_config),
+        )
         texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return [Response(uid=r.uid, text=cut_at_stops(t, stops)) for r, t in zip(requests, texts)]
 

@@ -25,8 +25,13 @@ def _yaml_files(folder: Path) -> list[Path]:
 
 
 def available_tasks(folders: Iterable[Path] = (BUILTIN_DIR,)) -> dict[str, Path]:
-    """Task or group name -> YAML file, for every YAML under the given folders."""
-    found: dict[str, Path] = {}
+    """Task or group name -> YAML file, for every YAML under the given folders (the first, where several)."""
+    return {name: paths[0] for name, paths in task_files(folders).items()}
+
+
+def task_files(folders: Iterable[Path] = (BUILTIN_DIR,)) -> dict[str, list[Path]]:
+    """Task or group name -> every YAML file under the given folders that defines it."""
+    found: dict[str, list[Path]] = {}
     for folder in folders:
         for path in _yaml_files(folder):
             try:
@@ -37,15 +42,16 @@ def available_tasks(folders: Iterable[Path] = (BUILTIN_DIR,)) -> dict[str, Path]
                 continue
             name = raw.get("group") if isinstance(raw.get("task"), list) else raw.get("task")
             if isinstance(name, str):
-                found.setdefault(name, path)
+                found.setdefault(name, []).append(path)
     return found
 
 
 class _Resolver:
     def __init__(self, folders: list[Path]) -> None:
         self.folders = folders
-        self.index: Optional[dict[str, Path]] = None
+        self.index: Optional[dict[str, list[Path]]] = None
         self.out = Resolved()
+        self.defined_in: dict[str, Path] = {}  # task name -> the YAML that defined it
 
     def lookup(self, name: str, relative_to: Optional[Path]) -> list[Path]:
         candidates = [Path(name)] + ([relative_to / name] if relative_to else [])
@@ -56,13 +62,17 @@ class _Resolver:
                 return _yaml_files(path)
         if Path(name).suffix in (".yaml", ".yml"):
             raise TaskSpecError(f"{name}: task file not found")
-        self.index = self.index if self.index is not None else available_tasks(self.folders)
+        if "/" in name or "\\" in name:
+            raise TaskSpecError(f"data.tasks: {name}: no such task file or folder")
+        self.index = self.index if self.index is not None else task_files(self.folders)
         if name not in self.index:
             raise TaskSpecError(
                 f"unknown task '{name}': not a YAML file, a folder or a known task name; "
                 f"run `lmm-lightning tasks` to list them"
             )
-        return [self.index[name]]
+        if len(self.index[name]) > 1:
+            raise TaskSpecError(f"task '{name}' is defined by several YAMLs {[str(p) for p in self.index[name]]}; rename all but one")
+        return self.index[name]
 
     def add(self, name: str, relative_to: Optional[Path] = None, stack: tuple[str, ...] = ()) -> list[str]:
         """Resolve one entry; returns the leaf task names it stands for."""
@@ -80,6 +90,9 @@ class _Resolver:
                     self.out.subtasks[spec.group] = members
                 leaves.extend(members)
             else:
+                first = self.defined_in.setdefault(spec.task, path.resolve())
+                if first != path.resolve():
+                    raise TaskSpecError(f"{path}: task '{spec.task}' is also defined by {first}; task names must be unique")
                 if spec.task not in {t.task for t in self.out.tasks}:
                     self.out.tasks.append(spec)
                 leaves.append(spec.task)

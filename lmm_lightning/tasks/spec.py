@@ -101,6 +101,12 @@ def _check_type(path: Path, raw: dict, key: str, types: tuple, expected: str) ->
         raise _error(path, key, expected, raw[key])
 
 
+def check_name(path: Path, key: str, name: Any) -> None:
+    """Task and group names become file names (samples_<task>.jsonl): never empty, never a path."""
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\\0") or ".." in name:
+        raise _error(path, key, "a non-empty name without '/', '\\' or '..'", name)
+
+
 def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
     """Validate a parsed YAML mapping into a `TaskSpec`, with one clear error per problem."""
     if not isinstance(raw, dict):
@@ -113,6 +119,7 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
         if key not in raw:
             raise TaskSpecError(f"{path}: missing required field '{key}'")
     _check_type(path, raw, "task", (str,), "a task name (string)")
+    check_name(path, "task", raw["task"])
     if raw["output_type"] not in OUTPUT_TYPES:
         raise _error(path, "output_type", f"one of {list(OUTPUT_TYPES)}", raw["output_type"])
     if raw["output_type"] == "multiple_choice" and raw.get("doc_to_choice") is None:
@@ -243,6 +250,7 @@ def parse_group_spec(raw: dict[str, Any], path: Path) -> GroupSpec:
     metrics = raw.get("aggregate_metric_list", [])
     if not isinstance(metrics, list) or not all(isinstance(m, dict) and "metric" in m for m in metrics):
         raise _error(path, "aggregate_metric_list", "a list of {metric: name, weight_by_size: bool}", metrics)
+    check_name(path, "group", raw["group"])
     return GroupSpec(group=raw["group"], task=tasks, aggregate_metric_list=metrics, source=path)
 
 

@@ -95,6 +95,7 @@ class Task:
             do_sample=bool(gen.get("do_sample", False)),
             temperature=float(gen.get("temperature", 1.0)),
             top_p=float(gen.get("top_p", 1.0)),
+            seed=seed,
         )
         filters = spec.filter_list if spec.output_type == "generate_until" and spec.filter_list else [NONE_FILTER]
         self.filters = [(f.get("name", f"filter_{i}"), build_pipeline(f, f"{where}: filter_list[{i}]")) for i, f in enumerate(filters)]
