@@ -30,7 +30,9 @@ def test_sigterm_to_rank_1_ends_every_rank_keeps_finished_batches_and_resumes(tm
     cfg = write_config(tmp_path, tiny_model, tiny_tasks, fail_rank=1, fail_at_batch=3, mode="sigterm")
     out = tmp_path / "out"
     run = run_eval(cfg, out)
-    assert run.returncode == SIGTERM_EXIT, run.stderr[-4000:]
+    # Rank 0 ends with 143 itself, unless Lightning's child-process observer (it polls every 5 s and SIGKILLs
+    # the launching process once a child exits non-zero) gets there first on a loaded machine.
+    assert run.returncode in (SIGTERM_EXIT, -signal.SIGKILL), run.stderr[-4000:]
     assert_one_line_naming(run, "rank 1 received SIGTERM in batch 4 (task tiny_mc, doc_id", "rerun the same command")
     assert not (out / "results.json").exists()
     kept = stored_lines(out)
