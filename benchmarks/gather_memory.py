@@ -97,6 +97,7 @@ def worker(
     from lmm_lightning.evaluation import EvaluationCallback
     from lmm_lightning.evaluation.gather import ResponseCollector
     from lmm_lightning.evaluation.results import write_outputs
+    from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
     from lmm_lightning.models.base import EvalModule
     from lmm_lightning.requests import Response
 
@@ -123,10 +124,10 @@ def worker(
     if rank == 0:
         callback = EvaluationCallback(output_dir=output_dir, bootstrap_iters=bootstrap_iters, print_table=False)
         phases.start()
-        results = callback.evaluate(datamodule, gathered, world_size, EvalModule())
+        result = evaluate(Benchmark.from_datamodule(datamodule), Answers(gathered), callback.settings(datamodule, EvalModule(), world_size))
         phases.stop("score")
         phases.start()
-        write_outputs(Path(output_dir), results, callback.task_results, log_samples=True)
+        results = write_outputs(Path(output_dir), result, log_samples=True)
         phases.stop("write")
         exact = results["results"]["synthetic_gen"]["exact_match,none"]
         queue.put({"records": len(datamodule.requests), "gathered": len(gathered), "rss_before_mib": before, "phases": phases.rows, "exact_match": exact})

@@ -1,4 +1,5 @@
-"""`lmm-lightning predict --config cfg.yaml`: LightningCLI with the evaluation callback built in."""
+"""`lmm-lightning SUBCOMMAND ...`: one table of subcommands (`SUBCOMMANDS`). `predict` is LightningCLI with
+the evaluation callback built in; `tasks` lists the tasks it can find; `compare` compares two runs."""
 
 import difflib
 import importlib
@@ -7,7 +8,8 @@ import os
 import re
 import sys
 from datetime import timedelta
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -109,7 +111,8 @@ def check_trainer_options(trainer: Any, process_group_timeout: Any) -> None:
 
 # --- jsonargparse's errors (often a multi-line dump of union subtypes) as one line naming the option ---
 def option_names(parser: Any) -> list[str]:
-    """Every dotted option the parser and its subcommand parsers know (for 'did you mean')."""
+    """Every dotted option the parser and its subcommand parsers know (for 'did you mean'), read from
+    argparse's private `_actions` and jsonargparse's `_subcommands_action` (jsonargparse 4.53)."""
     names = [s.lstrip("-") for action in parser._actions for s in action.option_strings if s.startswith("--")]
     subcommands = getattr(parser, "_subcommands_action", None)
     for sub in (subcommands._name_parser_map.values() if subcommands else []):
@@ -203,6 +206,9 @@ class EvalCLI(LightningCLI):
                 raise
             raise cause from None
 
+    # --- Overrides of private LightningCLI methods, written against lightning 2.6.6 --------------------------
+    # Lightning has no public hook for these; a release may rename them or change their signatures, and
+    # tests/test_cli.py fails when the installed Lightning's differ from the ones below. `self._get` is private too.
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("return_predictions") is None:
@@ -222,12 +228,38 @@ class EvalCLI(LightningCLI):
             return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
         except (MisconfigurationException, ValueError, TypeError) as err:
             raise InputError(f"trainer: {one_line(str(err))}") from None
+    # --- end of the private overrides -----------------------------------------------------------------------
+
+
+# --- the subcommands: each takes the arguments after its name and returns the exit status -----------------
+def predict(args: list[str]) -> Optional[int]:
+    """`lmm-lightning predict --config cfg.yaml [--section.key value ...]`."""
+    return lightning_cli(["predict", *args])
+
+
+def lightning_cli(args: list[str]) -> Optional[int]:
+    """Run EvalCLI on the whole command line; None once it has run (an in-process caller carries on), 2 on bad input."""
+    no_exit = {"exit_on_error": False}  # parse errors come back as exceptions, shown as one line below
+    try:
+        EvalCLI(
+            EvalModule,
+            BenchmarkDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,
+            trainer_defaults=TRAINER_DEFAULTS,
+            parser_kwargs={**no_exit, "predict": no_exit},
+            args=None if args == sys.argv[1:] else args,  # the same as given: spare Lightning's warning
+        )
+    except InputError as err:
+        if not isinstance(err, AgreedInputError) or err.rank == 0:  # an error every rank holds: rank 0 says it
+            print(f"lmm-lightning: error: {one_line(str(err))}", file=sys.stderr, flush=True)
+        return EXIT_INPUT_ERROR
+    return None
 
 
 def list_tasks(args: list[str]) -> int:
     """`lmm-lightning tasks [FOLDER ...]`: every task and group found, with its kind and file."""
-    from pathlib import Path
-
     from lmm_lightning.tasks import load_spec
     from lmm_lightning.tasks.registry import BUILTIN_DIR, available_tasks
 
@@ -244,30 +276,77 @@ def list_tasks(args: list[str]) -> int:
     return 0
 
 
-def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] == "tasks":
-        sys.exit(list_tasks(args[1:]))
-    if args and args[0] == "compare":
-        from lmm_lightning.compare import main as compare
+def compare(args: list[str]) -> int:
+    """`lmm-lightning compare RUN_A RUN_B [...]`: compare.py parses its own options."""
+    from lmm_lightning.compare import main
 
-        sys.exit(compare(args[1:]))
-    no_exit = {"exit_on_error": False}  # parse errors come back as exceptions, shown as one line below
-    try:
-        EvalCLI(
-            EvalModule,
-            BenchmarkDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            trainer_defaults=TRAINER_DEFAULTS,
-            parser_kwargs={**no_exit, "predict": no_exit},
-            args=None if args == sys.argv[1:] else args,  # the same as given: spare Lightning's warning
-        )
-    except InputError as err:
-        if not isinstance(err, AgreedInputError) or err.rank == 0:  # an error every rank holds: rank 0 says it
-            print(f"lmm-lightning: error: {one_line(str(err))}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INPUT_ERROR)
+    return main(args)
+
+
+# name -> (the function of the arguments after the name, its one-line help in `lmm-lightning --help`). A function
+# returns its exit status, or None once it has run (`main` then returns). A new subcommand is one more entry.
+Subcommand = Callable[[list[str]], Optional[int]]
+SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {
+    "predict": (predict, "evaluate a model on benchmarks (`lmm-lightning predict --help` lists the options)"),
+    "tasks": (list_tasks, "list every task and group, built in and under the folders given (`lmm-lightning tasks [FOLDER ...]`)"),
+    "compare": (compare, "compare two results folders per document: B - A, an interval, a p-value (`lmm-lightning compare --help`)"),
+}
+
+
+def usage(subcommands: dict[str, tuple[Subcommand, str]]) -> str:
+    """`lmm-lightning --help`: every subcommand with its one-line help.
+
+    >>> print(usage({"tasks": (list_tasks, "list the tasks")}))
+    usage: lmm-lightning {tasks} ...
+    <BLANKLINE>
+    Evaluate language and vision-language models on benchmarks.
+    <BLANKLINE>
+    subcommands:
+      tasks  list the tasks
+    """
+    width = max(map(len, subcommands))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in subcommands.items()]
+    return "\n".join([
+        f"usage: lmm-lightning {{{','.join(subcommands)}}} ...",
+        "",
+        "Evaluate language and vision-language models on benchmarks.",
+        "",
+        "subcommands:",
+        *lines,
+    ])
+
+
+def unknown_subcommand(name: Optional[str]) -> str:
+    """The one-line complaint about a missing or unknown subcommand.
+
+    >>> unknown_subcommand("predcit")
+    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {predict,tasks,compare})"
+    """
+    expected = f"one of {{{','.join(SUBCOMMANDS)}}}"
+    if name is None:
+        return f"command line: expected a subcommand, {expected}; see `lmm-lightning --help`"
+    hint = difflib.get_close_matches(name, list(SUBCOMMANDS), n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return f"command line: unknown subcommand {name!r}{suggestion} (expected {expected})"
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """The console script: run the subcommand named first, and exit with its status (it returns when a
+    `predict` run finishes, so a run started in-process, from a notebook or a test, carries on)."""
+    args = sys.argv[1:] if args is None else args
+    if args[:1] in (["-h"], ["--help"]):
+        print(usage(SUBCOMMANDS))
+        sys.exit(0)
+    if args and args[0].startswith("-"):  # LightningCLI's own options before `predict` (`-c FILE predict ...`)
+        status = lightning_cli(args)
+    elif args and args[0] in SUBCOMMANDS:
+        run, _ = SUBCOMMANDS[args[0]]
+        status = run(args[1:])
+    else:
+        print(f"lmm-lightning: error: {unknown_subcommand(args[0] if args else None)}", file=sys.stderr)
+        status = EXIT_INPUT_ERROR
+    if status is not None:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

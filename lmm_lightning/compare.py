@@ -21,23 +21,22 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
-from lmm_lightning.metrics.bootstrap import _chunks, bootstrap_mean_statistics, percentile_ci
-
-_CHUNK_BYTES = 64 * 2**20
-
+from lmm_lightning.evaluation.result import MetricKey
+from lmm_lightning.evaluation.results import Run, key_text, load_run, record_value, short_name
+from lmm_lightning.metrics.aggregation import is_number
+from lmm_lightning.metrics.bootstrap import CHUNK_BYTES, bootstrap_mean_statistics, chunks, percentile_ci
 
 @dataclass(frozen=True)
 class Comparison:
     """One task and metric: means over the paired documents, B - A, its interval and p-value."""
 
     task: str
-    metric: str  # as in results.json: "<metric>,<filter>"
+    key: MetricKey
     n: int
     a: float
     b: float
@@ -47,57 +46,12 @@ class Comparison:
     p_value: float
 
 
-@dataclass
-class Run:
-    """A results folder: results.json and the per-document records of each task that has them."""
-
-    folder: Path
-    results: dict[str, Any]
-    samples: dict[str, list[dict[str, Any]]]
-
-
-def load_run(folder: str | Path) -> Run:
-    """Read results.json and every samples_<task>.jsonl of a task it lists."""
-    folder = Path(folder)
-    path = folder / "results.json"
-    if not path.is_file():
-        where = "does not exist" if not folder.exists() else "has no results.json"
-        raise InputError(f"{folder} {where}: give a folder written by `lmm-lightning predict` (--evaluation.output_dir)")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON ({err}); was the run interrupted while writing it?") from None
-    if not isinstance(results.get("results"), dict):
-        raise InputError(f"{path} has no 'results' mapping: is it an evaluation results file?")
-    samples = {}
-    for task in results["results"]:
-        sample_path = folder / f"samples_{task}.jsonl"
-        if sample_path.is_file():
-            with open(sample_path) as handle:
-                samples[task] = [json.loads(line) for line in handle if line.strip()]
-    return Run(folder, results, samples)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (bool, int, float)) and not (isinstance(value, float) and math.isnan(value))
-
-
-def per_document(records: list[dict[str, Any]], metric_key: str) -> Optional[dict[int, float]]:
-    """doc_id -> value of one "<metric>,<filter>" key, or None when some document has no number for it.
-
-    A task with one filter writes the metric under its bare name; with several, as "<metric>,<filter>".
-    """
-    metric = metric_key.split(",", 1)[0]
-    for key in (metric_key, metric):
-        values = [r.get(key) for r in records]
-        if records and all(_is_number(v) for v in values):
-            return {int(r["doc_id"]): float(v) for r, v in zip(records, values)}
+def per_document(records: list[dict[str, Any]], key: MetricKey) -> Optional[dict[int, float]]:
+    """doc_id -> the record's value of `key`, or None when some document has no number for it."""
+    values = [record_value(r, key) for r in records]
+    if records and all(is_number(v) and not (isinstance(v, float) and math.isnan(v)) for v in values):
+        return {int(r["doc_id"]): float(v) for r, v in zip(records, values)}
     return None
-
-
-def metric_keys(entry: dict[str, Any]) -> list[str]:
-    """The "<metric>,<filter>" keys of a results entry, without stderr keys."""
-    return [k for k in entry if "," in k and "_stderr," not in k]
 
 
 def paired_bootstrap_ci(
@@ -109,7 +63,7 @@ def paired_bootstrap_ci(
     return percentile_ci(bootstrap_mean_statistics(differences, iters, seed), confidence)
 
 
-def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_bytes: int = _CHUNK_BYTES) -> float:
+def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> float:
     """Two-sided p-value of the paired randomization test (see the module docstring).
 
     Flipping signs at random only changes how many of the documents sharing an absolute difference
@@ -125,7 +79,7 @@ def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_byte
     rng = np.random.default_rng(seed)
     tolerance = 1e-12 * max(1.0, observed)
     extreme = 0
-    for rows in _chunks(iters, 8 * magnitudes.size, chunk_bytes):
+    for rows in chunks(iters, 8 * magnitudes.size, chunk_bytes):
         positive = rng.binomial(counts, 0.5, size=(rows, counts.size))
         stats = (2 * positive - counts) @ magnitudes / n
         extreme += int(np.count_nonzero(np.abs(stats) >= observed - tolerance))
@@ -133,7 +87,7 @@ def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_byte
 
 
 def compare_metric(
-    task: str, metric: str, a: dict[int, float], b: dict[int, float], iters: int, seed: int, confidence: float
+    task: str, key: MetricKey, a: dict[int, float], b: dict[int, float], iters: int, seed: int, confidence: float
 ) -> Optional[Comparison]:
     """Compare one metric over the documents both runs scored; None if they share none."""
     shared = sorted(set(a) & set(b))
@@ -144,7 +98,7 @@ def compare_metric(
     d = vb - va
     low, high = paired_bootstrap_ci(d, iters, seed, confidence)
     p = sign_flip_p_value(d, iters, seed)
-    return Comparison(task, metric, len(shared), float(va.mean()), float(vb.mean()), float(d.mean()), low, high, p)
+    return Comparison(task, key, len(shared), float(va.mean()), float(vb.mean()), float(d.mean()), low, high, p)
 
 
 def compare_runs(
@@ -156,7 +110,7 @@ def compare_runs(
         raise InputError(f"--iters must be at least 2, got {iters}")
     if not 0 < confidence < 1:
         raise InputError(f"--confidence must be in (0, 1), got {confidence}")
-    names_a, names_b = list(run_a.results["results"]), set(run_b.results["results"])
+    names_a, names_b = list(run_a.metrics), set(run_b.metrics)
     shared = [t for t in names_a if t in names_b and (tasks is None or t in tasks)]
     if not shared:
         raise InputError(
@@ -167,27 +121,29 @@ def compare_runs(
     for task in shared:
         if task not in run_a.samples or task not in run_b.samples:
             missing = run_a.folder if task not in run_a.samples else run_b.folder
-            if run_a.results.get("groups", {}).get(task) is None:
+            if task not in run_a.groups:
                 notes.append(f"{task}: no samples_{task}.jsonl in {missing} (run with --evaluation.log_samples true)")
             continue
-        keys_b = set(metric_keys(run_b.results["results"][task]))
-        for key in metric_keys(run_a.results["results"][task]):
-            if key not in keys_b:
-                continue
-            a, b = per_document(run_a.samples[task], key), per_document(run_b.samples[task], key)
-            if a is None or b is None:
-                notes.append(f"{task} {key}: no number per document (a corpus-level or repeat metric)")
-                continue
-            row = compare_metric(task, key, a, b, iters, seed, confidence)
-            if row is None:
-                notes.append(f"{task} {key}: the runs share no doc_id")
-            else:
-                rows.append(row)
+        for key in (k for k in run_a.metrics[task] if k in run_b.metrics[task]):
+            row, note = compare_task_metric(run_a, run_b, task, key, iters, seed, confidence)
+            rows += [row] if row is not None else []
+            notes += [note] if note is not None else []
     if not rows:
         raise InputError(
             f"nothing to compare between {run_a.folder} and {run_b.folder}: " + ("; ".join(notes) or "no shared metric")
         )
     return rows, notes
+
+
+def compare_task_metric(
+    run_a: Run, run_b: Run, task: str, key: MetricKey, iters: int, seed: int, confidence: float
+) -> tuple[Optional[Comparison], Optional[str]]:
+    """One metric of a task both runs have samples of: its comparison, or a note saying why there is none."""
+    a, b = per_document(run_a.samples[task], key), per_document(run_b.samples[task], key)
+    if a is None or b is None:
+        return None, f"{task} {key_text(key)}: no number per document (a corpus-level or repeat metric)"
+    row = compare_metric(task, key, a, b, iters, seed, confidence)
+    return (row, None) if row is not None else (None, f"{task} {key_text(key)}: the runs share no doc_id")
 
 
 def format_comparison(rows: list[Comparison], confidence: float = 0.95) -> str:
@@ -197,10 +153,9 @@ def format_comparison(rows: list[Comparison], confidence: float = 0.95) -> str:
     fmt = lambda v: "N/A" if v is None or math.isnan(v) else f"{v:.4f}"
     last_task = None
     for r in rows:
-        metric, filt = r.metric.split(",", 1)
         cells = [
             r.task if r.task != last_task else "",
-            metric if filt == "none" else r.metric,
+            short_name(r.key),
             str(r.n),
             fmt(r.a),
             fmt(r.b),
@@ -211,6 +166,20 @@ def format_comparison(rows: list[Comparison], confidence: float = 0.95) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         last_task = r.task
     return "\n".join(lines)
+
+
+def comparison_json(rows: list[Comparison]) -> str:
+    """The rows as a JSON list, the metric named as results.json names it and nan as null."""
+    clean = lambda v: None if math.isnan(v) else v
+    return json.dumps(
+        [
+            {"task": r.task, "metric": key_text(r.key), "n": r.n, "a": clean(r.a), "b": clean(r.b),
+             "difference": clean(r.difference), "ci_lower": clean(r.ci_lower), "ci_upper": clean(r.ci_upper),
+             "p_value": clean(r.p_value)}
+            for r in rows
+        ],
+        indent=2,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -238,8 +207,7 @@ def main(args: list[str]) -> int:
         print(f"lmm-lightning compare: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     if options.json:
-        clean = lambda v: None if isinstance(v, float) and math.isnan(v) else v
-        print(json.dumps([{k: clean(v) for k, v in r.__dict__.items()} for r in rows], indent=2))
+        print(comparison_json(rows))
     else:
         print(f"A = {run_a.folder}\nB = {run_b.folder}\n")
         print(format_comparison(rows, options.confidence))

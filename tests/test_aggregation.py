@@ -131,6 +131,12 @@ def test_mme_categories() -> None:
     assert MME_CATEGORIES[:10] == MME_PERCEPTION and "OCR" in MME_PERCEPTION
 
 
+def test_an_estimate_counts_its_resampling_units() -> None:
+    assert aggregate("mean", [1.0, 0.0, 1.0], 200, 0).n == aggregate("mean", [1.0, 0.0, 1.0], 0, 0).n == 3
+    assert aggregate("mme_perception", _mme_values(), 200, 0).n == len(mme_rows(_mme_values()))  # images
+    assert aggregate("f1", [(1, 1), (0, 1)], 0, 0).n == 2
+
+
 def test_mme_rows_are_images() -> None:
     rows = mme_rows(_mme_values())
     assert rows.tolist() == [[0, 2], [0, 1], [1, 0], [1, 2], [13, 1]]

@@ -182,4 +182,4 @@ def test_degenerate_inputs() -> None:
     with pytest.raises(ValueError):
         bootstrap_mean([1.0, 2.0], confidence=0.0)
     constant = bootstrap_mean([1.0] * 50, iters=100)
-    assert constant == Estimate(1.0, 0.0, 1.0, 1.0)
+    assert constant == Estimate(1.0, 0.0, 1.0, 1.0, n=50)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmm_lightning.compare import compare_runs, load_run, main, sign_flip_p_value
+from lmm_lightning.evaluation.result import MetricKey
 
 
 def write_run(folder: Path, tasks: dict[str, list[float]], key: str = "acc", filters: str = "none", order=None) -> Path:
@@ -96,7 +97,7 @@ def test_same_seed_same_numbers_and_filters_kept(tmp_path):
     b = write_run(tmp_path / "b", {"g": [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]}, key="exact_match", filters="strict-match")
     first, _ = compare_runs(load_run(a), load_run(b), iters=500, seed=7)
     second, _ = compare_runs(load_run(a), load_run(b), iters=500, seed=7)
-    assert first == second and first[0].metric == "exact_match,strict-match"
+    assert first == second and first[0].key == MetricKey("exact_match", "strict-match")
 
 
 def test_only_shared_tasks_and_numeric_metrics(tmp_path):
@@ -110,7 +111,7 @@ def test_only_shared_tasks_and_numeric_metrics(tmp_path):
         doc["results"]["y"]["f1,none"] = 0.5
         (run / "results.json").write_text(json.dumps(doc))
     rows, notes = compare_runs(load_run(a), load_run(b), iters=100)
-    assert [r.metric for r in rows] == ["acc,none"] and any("f1,none" in n for n in notes)
+    assert [r.key for r in rows] == [MetricKey("acc", "none")] and any("f1,none" in n for n in notes)
 
 
 def test_cli_prints_a_table_and_fails_clearly(tmp_path, capsys):
@@ -142,4 +143,5 @@ def test_console_entry_dispatches_compare(tmp_path, capsys):
         lmm_lightning(["compare", str(a), str(b), "--iters", "100", "--json"])
     assert exit.value.code == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["difference"] == 0.5 and row["n"] == 2
+    assert row["difference"] == 0.5 and row["n"] == 2 and row["metric"] == "acc,none"
+    assert list(row) == ["task", "metric", "n", "a", "b", "difference", "ci_lower", "ci_upper", "p_value"]

@@ -1,19 +1,16 @@
-"""Gathering, exactly-once checks, results writing and CLI strategy settings."""
+"""Gathering, results writing, the printed table and CLI strategy settings (exactly-once: evaluation/test_scoring.py)."""
 
 import json
 from datetime import timedelta
 
-import pytest
+from evaluation.builder import QUESTIONS, gold, make_benchmark, make_group, make_settings, make_task, respond
 
 from lmm_lightning.cli import strategy_with_timeout
 from lmm_lightning.evaluation.gather import ResponseCollector
-from lmm_lightning.evaluation.results import format_table, write_atomic
-from lmm_lightning.evaluation.scoring import IntegrityError, check_exactly_once
-from lmm_lightning.requests import Request, RequestType, Response
-
-
-def requests(n: int) -> list[Request]:
-    return [Request(i, "t", i, RequestType.LOGLIKELIHOOD, "c", " x") for i in range(n)]
+from lmm_lightning.evaluation.results import write_atomic
+from lmm_lightning.evaluation.scoring import evaluate
+from lmm_lightning.evaluation.table import format_table
+from lmm_lightning.requests import Response
 
 
 def test_collector_round_trips_responses_with_unicode_text():
@@ -39,24 +36,6 @@ def test_collector_compute_does_not_copy_every_response(monkeypatch):
     assert [r.uid for r, _ in collector.compute().pairs] == [0, 1]
 
 
-def test_exactly_once_drops_padding_and_counts_it():
-    gathered = [(Response(i, logprob=0.0), False) for i in range(3)] + [(Response(2, logprob=0.0), True)]
-    answers, padded = check_exactly_once(requests(3), gathered)
-    assert sorted(answers) == [0, 1, 2] and padded["t"] == 1
-
-
-@pytest.mark.parametrize(
-    "gathered,message",
-    [
-        ([(Response(0), False), (Response(1), False), (Response(1), False), (Response(2), False)], "1 answered more than once"),
-        ([(Response(0), False), (Response(2), False), (Response(1), True)], "1 never answered"),
-    ],
-)
-def test_exactly_once_fails_loudly(gathered, message):
-    with pytest.raises(IntegrityError, match=message):
-        check_exactly_once(requests(3), gathered)
-
-
 def test_named_strategies_get_the_long_process_group_timeout():
     assert strategy_with_timeout("ddp", 60000)._timeout == timedelta(seconds=60000)
     assert strategy_with_timeout("auto", 60000) == "auto"
@@ -67,13 +46,13 @@ def test_write_atomic_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-def test_table_shows_value_stderr_and_interval():
-    doc = {
-        "results": {"t": {"alias": "t", "samples": 3, "acc,none": 0.5, "acc_stderr,none": 0.1}},
-        "confidence_intervals": {"t": {"acc,none": [0.3, 0.7]}},
-        "higher_is_better": {"t": {"acc": True}},
-        "versions": {"t": 1.0},
-        "n-shot": {"t": 0},
-    }
-    table = format_table(doc)
-    assert "| t | 1.0 | none | 0 | acc | ↑ | 0.5000 | ± | 0.1000 | [0.3000, 0.7000] |" in table
+def test_table_shows_value_stderr_and_interval_per_task_then_group():
+    benchmark = make_benchmark([(make_task("t"), QUESTIONS), (make_task("u"), QUESTIONS[:2])], [make_group("g", ["t", "u"])])
+    answer = gold(benchmark)
+    result = evaluate(benchmark, respond(benchmark, choice=lambda r: answer(r) if r.doc_id < 2 else 0), make_settings())
+    lines = format_table(result).splitlines()
+    assert lines[0] == "| Tasks | Version | Filter | n-shot | Metric |   | Value |   | Stderr | 95% CI |"
+    assert lines[2] == "| t | 1.0 | none | 0 | acc | ↑ | 0.5000 | ± | 0.2887 | [-0.0658, 1.0658] |"
+    assert lines[3].startswith("|  |  | none |  | acc_norm | ↑ |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| t", "| ", "| u", "| ", "| g", "| "]
+    assert lines[-2].startswith("| g |  | none |  | acc | ↑ | 0.6667 | ± |")  # no version or n-shot for a group

@@ -11,7 +11,7 @@ from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.models import EvalModule
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import load_task_spec
+from lmm_lightning.tasks import TaskSpec
 from lmm_lightning.tasks.postprocess import postprocess_generation, remove_reasoning
 from lmm_lightning.tasks.spec import TaskSpecError
 
@@ -113,4 +113,4 @@ def test_malformed_postprocess_fields_name_the_field(tmp_path, value):
     field = "strip_generation" if value == "true" else "reasoning_tags"
     task = write_task(tmp_path, f"{field}: {value if field == 'reasoning_tags' else '3'}\n")
     with pytest.raises(TaskSpecError, match=rf"capital_gen.yaml: field '{field}'"):
-        load_task_spec(task)
+        TaskSpec.from_yaml(task)

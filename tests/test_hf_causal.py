@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.models import HFCausalLM
-from lmm_lightning.models.hf_causal import cut_at_stops, split_context
+from lmm_lightning.models.loglikelihood import split_context
 from lmm_lightning.requests import GenerationSpec, Request, RequestType
 
 PAIRS = [
@@ -89,13 +89,6 @@ def test_generation_cuts_at_stop_strings(lm):
     assert stopped == free.split(stop, 1)[0]
 
 
-def test_cut_at_stops_and_split_context():
-    assert cut_at_stops("Paris. Next", (".", "\n")) == "Paris"
-    assert cut_at_stops("a\nb.c", (".", "\n")) == "a"
-    assert split_context("Answer: ", "Paris") == ("Answer:", " Paris")
-    assert split_context("Answer:", " Paris") == ("Answer:", " Paris")
-
-
 def test_predict_step_dispatches_by_request_type(lm):
     ll = RequestBatch(requests_for(PAIRS[:2]), [False, False])
     assert all(r.logprob is not None and r.text is None for r in lm.predict_step(ll))
@@ -107,12 +100,10 @@ def test_predict_step_dispatches_by_request_type(lm):
 def test_sampled_generation_is_seeded_by_the_batch(lm):
     spec = GenerationSpec(until=(), max_new_tokens=6, do_sample=True, temperature=1.0)
     requests = [Request(i, "g", 0, RequestType.GENERATE_UNTIL, "one two", generation=spec, repeat=i) for i in range(4)]
-    first = [r.text for r in lm.generate_until(requests)]
-    import torch
-
+    drawn = [r.text for r in lm.generate_until(requests)]
     torch.manual_seed(999)  # whatever ran before does not matter
-    assert [r.text for r in lm.generate_until(requests)] == first
-    assert len(set(first)) > 1  # repeats really sample
+    assert [r.text for r in lm.generate_until(requests)] == drawn
+    assert len(set(drawn)) > 1  # repeats really sample
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -144,32 +135,9 @@ def test_shared_context_reuse_matches_separate_forwards(tiny_model, mode, attent
     assert all(again[x.uid].logprob == pytest.approx(x.logprob, abs=1e-5) for x in a)
 
 
-def test_packed_rows_put_every_choice_after_its_context():
-    from lmm_lightning.models.hf_causal import pack_choices, packed_inputs
-
-    encoded = [([5, 6, 7], [1, 2]), ([5, 6, 7], [3]), ([8], [4, 4, 4])]
-    packed = pack_choices(encoded, pad=0)
-    assert packed.ids == [[5, 6, 7, 1], [0, 0, 8, 4, 4]]
-    assert packed.positions == [[0, 1, 2, 3], [0, 0, 0, 1, 2]]
-    assert packed.segments == [[0, 0, 0, 1], [-1, -1, 0, 1, 1]]
-    assert packed.where == [(0, [2, 3]), (0, [2]), (1, [2, 3, 4])]
-    inputs = packed_inputs(packed, pad=0)
-    mask = inputs["attention_mask"][:, 0]
-    assert mask.shape == (2, 5, 5) and mask.dtype == torch.bool
-    assert mask[1, 4].tolist() == [False, False, True, True, True]  # a choice token: its context and its own choice
-    assert mask[1, 0].tolist() == [True, False, False, False, False]  # padding sees itself only
-    additive = packed_inputs(packed, pad=0, additive=torch.float32)["attention_mask"][:, 0]
-    assert (additive == 0).equal(mask)
-
-
-def test_reuse_context_values(tiny_model):
+def test_a_bad_reuse_context_fails_before_the_model_loads(tiny_model):
     from lmm_lightning.errors import InputError
-    from lmm_lightning.models.hf_causal import reuse_mode
 
-    assert reuse_mode(True, "sdpa") == "packed" and reuse_mode(True, "flash_attention_2") == "cache"
-    assert reuse_mode(False, "sdpa") == "none" and reuse_mode("cache", "eager") == "cache"
-    with pytest.raises(InputError, match="model.reuse_context: 'packed' needs attention"):
-        reuse_mode("packed", "flash_attention_2")
     with pytest.raises(InputError, match="model.reuse_context: expected true, false or one of"):
         HFCausalLM(pretrained=str(tiny_model), reuse_context="sometimes")
 

@@ -13,13 +13,13 @@ import pytest
 from lightning.pytorch import Trainer
 
 from lmm_lightning.data import BenchmarkDataModule
+from lmm_lightning.data.loading import select_range
 from lmm_lightning.errors import InputError
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.models import EvalModule
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec
 from lmm_lightning.tasks.spec import TaskSpecError
-from lmm_lightning.tasks.task import select_range
 
 # lm-eval's lambada_openai: the context is all but the last word, the target the last word with its space.
 LAMBADA = """task: lambada_like
@@ -85,11 +85,11 @@ def test_test_split_wins_over_validation_split(tmp_path):
 def test_no_split_to_evaluate_is_one_clear_error(tmp_path):
     path = write_task(tmp_path, ("train", "test"), "training_split: train\n")
     with pytest.raises(TaskSpecError, match=r"task.yaml: field 'test_split': no test_split or validation_split"):
-        load_task_spec(path)
+        TaskSpec.from_yaml(path)
 
 
 def test_single_file_data_is_its_own_split(tiny_tasks):
-    spec = load_task_spec(tiny_tasks / "tiny_mc.yaml")
+    spec = TaskSpec.from_yaml(tiny_tasks / "tiny_mc.yaml")
     assert spec.evaluated_split == "train" == spec.fewshot_source
 
 
@@ -107,16 +107,16 @@ def test_fewshot_examples_come_from_the_training_split(tmp_path):
     path = write_task(tmp_path, ("train", "validation", "test"),
                       "training_split: train\nvalidation_split: validation\ntest_split: test\nnum_fewshot: 2\n")
     assert shots(requests_of(path), 2) == TRAIN_SHOTS  # was: the other test documents
-    spec = load_task_spec(path)
+    spec = TaskSpec.from_yaml(path)
     assert (spec.evaluated_split, spec.fewshot_source) == ("test", "train")
 
 
 def test_fewshot_falls_back_to_validation_then_to_the_evaluated_split(tmp_path):
     path = write_task(tmp_path / "a", ("validation", "test"), "validation_split: validation\ntest_split: test\nnum_fewshot: 2\n")
-    assert load_task_spec(path).fewshot_source == "validation"
+    assert TaskSpec.from_yaml(path).fewshot_source == "validation"
     assert shots(requests_of(path), 2) == VALIDATION_SHOTS
     path = write_task(tmp_path / "b", ("test",), "test_split: test\nnum_fewshot: 1\n")
-    assert load_task_spec(path).fewshot_source == "test"
+    assert TaskSpec.from_yaml(path).fewshot_source == "test"
     first, second = requests_of(path)
     # the only other test document is the example, never the document itself
     assert first.context == "rain fell on the  roof\n\nbirds fly over the"
@@ -127,7 +127,7 @@ def test_fewshot_split_wins(tmp_path):
     path = write_task(tmp_path, ("train", "validation", "test"),
                       "training_split: train\nfewshot_split: validation\ntest_split: test\nnum_fewshot: 2\n")
     assert shots(requests_of(path), 2) == VALIDATION_SHOTS
-    assert load_task_spec(path).fewshot_source == "validation"
+    assert TaskSpec.from_yaml(path).fewshot_source == "validation"
 
 
 class Scripted(EvalModule):
@@ -154,12 +154,12 @@ def test_results_record_the_evaluated_split_and_fewshot_source(tmp_path):
 def test_generation_length_defaults_to_lm_evals_256(tmp_path):
     body = ("task: gen\ndataset_path: json\ndata_files: {files}\n{splits}output_type: generate_until\n"
             "doc_to_text: text\ndoc_to_target: text\n")
-    task = Task(load_task_spec(write_task(tmp_path / "a", ("test",), "test_split: test\n", body)))
-    assert task.generation.max_new_tokens == 256
+    task = Task(TaskSpec.from_yaml(write_task(tmp_path / "a", ("test",), "test_split: test\n", body)))
+    assert task.kind.generation.max_new_tokens == 256
     with_until = body + "generation_kwargs: {{until: ['\\n']}}\n"
-    assert Task(load_task_spec(write_task(tmp_path / "b", ("test",), "test_split: test\n", with_until))).generation.max_new_tokens == 256
+    assert Task(TaskSpec.from_yaml(write_task(tmp_path / "b", ("test",), "test_split: test\n", with_until))).kind.generation.max_new_tokens == 256
     gen_toks = body + "generation_kwargs: {{max_gen_toks: 32}}\n"
-    assert Task(load_task_spec(write_task(tmp_path / "c", ("test",), "test_split: test\n", gen_toks))).generation.max_new_tokens == 32
+    assert Task(TaskSpec.from_yaml(write_task(tmp_path / "c", ("test",), "test_split: test\n", gen_toks))).kind.generation.max_new_tokens == 32
 
 
 @pytest.mark.parametrize(

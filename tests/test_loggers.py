@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from evaluation.builder import QUESTIONS, make_benchmark, make_group, make_settings, make_task, respond
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -18,7 +19,8 @@ from lmm_lightning.cli import EvalCLI, TRAINER_DEFAULTS
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.evaluation.progress import EvalProgressBar
-from lmm_lightning.evaluation.loggers import metric_scalars
+from lmm_lightning.evaluation.loggers import metric_scalars, run_hparams
+from lmm_lightning.evaluation.scoring import evaluate as score
 from lmm_lightning.models import EvalModule, HFCausalLM, HFVisionLM
 
 
@@ -46,11 +48,12 @@ def logged(tmp_path_factory, tiny_model, tiny_tasks):
     csv_logger = CSVLogger(str(folder / "csv"), name="eval")
     tasks = [str(tiny_tasks / "tiny_mc.yaml"), str(tiny_tasks / "tiny_gen.yaml")]
     evaluation = evaluate(HFCausalLM(str(tiny_model)), tasks, folder / "out", [tb, csv_logger], log_samples_to_logger=3)
-    return evaluation.results, Path(tb.log_dir), Path(csv_logger.log_dir)
+    return evaluation, Path(tb.log_dir), Path(csv_logger.log_dir)
 
 
 def test_scalars_are_every_metric_with_stderr_and_interval(logged):
-    results, tb_dir, _ = logged
+    evaluation, tb_dir, _ = logged
+    results = evaluation.results
     acc = events(tb_dir)
     expected = {
         "tiny_mc/acc": results["results"]["tiny_mc"]["acc,none"],
@@ -61,10 +64,32 @@ def test_scalars_are_every_metric_with_stderr_and_interval(logged):
         "tiny_gen/exact_match": results["results"]["tiny_gen"]["exact_match,none"],
         "tiny_gen/exact_match_ci_upper": results["confidence_intervals"]["tiny_gen"]["exact_match,none"][1],
     }
-    assert set(acc.Tags()["scalars"]) == set(metric_scalars(results)) >= set(expected)
+    assert set(acc.Tags()["scalars"]) == set(metric_scalars(evaluation.evaluation_result)) >= set(expected)
     for tag, value in expected.items():
         assert acc.Scalars(tag)[0].value == pytest.approx(value, abs=1e-6)
     assert "hp_metric" not in acc.Tags()["scalars"]  # Lightning's placeholder is replaced by the real metrics
+
+
+def test_scalar_names_keep_a_filter_other_than_none_and_leave_out_undefined_numbers():
+    filters = [
+        {"name": "strict", "filter": [{"function": "take_first"}]},
+        {"name": "loose", "filter": [{"function": "lowercase"}]},
+    ]
+    tasks = [
+        (make_task("one", metric_list=[{"metric": "acc"}]), QUESTIONS[:1]),
+        (make_task("gen", "generate_until", filter_list=filters), QUESTIONS),
+    ]
+    benchmark = make_benchmark(tasks, [make_group("all", ["one"], weight_by_size=False)])
+    result = score(benchmark, respond(benchmark, text=lambda r: "4"), make_settings())
+    assert sorted(metric_scalars(result)) == [
+        "all/acc",  # one document: no stderr, no interval
+        "gen/exact_match,loose", "gen/exact_match,strict",
+        "gen/exact_match_ci_lower,loose", "gen/exact_match_ci_lower,strict",
+        "gen/exact_match_ci_upper,loose", "gen/exact_match_ci_upper,strict",
+        "gen/exact_match_stderr,loose", "gen/exact_match_stderr,strict",
+        "one/acc",
+    ]
+    assert run_hparams(result) == {**result.settings.config, "tasks": "one,gen", "groups": "all", "world_size": 1}
 
 
 def test_hparams_hold_the_run_configuration_and_metrics(logged, tiny_model):
@@ -92,7 +117,8 @@ def test_sample_tables_are_text(logged):
 
 
 def test_csv_logger_gets_the_metrics_and_hparams(logged):
-    results, _, csv_dir = logged
+    evaluation, _, csv_dir = logged
+    results = evaluation.results
     (row,) = list(csv.DictReader(open(csv_dir / "metrics.csv")))
     assert float(row["tiny_mc/acc"]) == pytest.approx(results["results"]["tiny_mc"]["acc,none"])
     assert float(row["tiny_mc/acc_norm_stderr"]) == pytest.approx(results["results"]["tiny_mc"]["acc_norm_stderr,none"])

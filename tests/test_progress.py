@@ -129,7 +129,7 @@ def test_rank_zero_counts_every_rank_and_collectives_match(datamodule, world_siz
 
 def test_resumed_requests_are_not_counted(datamodule):
     done = {r.uid for r in datamodule.requests if r.task == "tiny_mc"}
-    datamodule.done_uids = done
+    datamodule.connect(done_uids=done)
     try:
         bar = EvalProgressBar()
         trainer = SimpleNamespace(datamodule=datamodule, world_size=1, num_predict_batches=[1])
@@ -138,4 +138,4 @@ def test_resumed_requests_are_not_counted(datamodule):
         assert bar.bars["tiny_mc"].total == 0 and bar.bars["tiny_gen"].total == 13
         bar.on_predict_end(trainer, None)
     finally:
-        datamodule.done_uids = set()
+        datamodule.connect(done_uids=set())

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from lmm_lightning.data.sampler import PaddedDistributedSampler, global_batches, plan_rank
+from lmm_lightning.data.sampler import PaddedDistributedSampler, global_batches, plan_rank, resolve_batch_size
 from lmm_lightning.requests import GenerationSpec, Request, RequestType
 
 
@@ -98,3 +98,15 @@ def test_choices_of_a_question_stay_in_one_batch():
     requests = [Request(i, "t", i // 4, RequestType.LOGLIKELIHOOD, f"question {i // 4:02d}?", f" choice {i % 4}" * (1 + i % 3)) for i in range(40)]
     for batch in global_batches(requests, 8):
         assert len({r.doc_id for r in batch}) == 2
+
+
+def test_resolve_batch_size_probes_the_longest_request_of_each_auto_type():
+    requests = make_requests(5, 4)
+    probed = []
+    probe = lambda request: probed.append(request.uid) or 8
+    resolved = resolve_batch_size(requests, {"loglikelihood": "auto", "generate_until": 3}, probe, all_min=lambda size: size - 1)
+    assert resolved == {"loglikelihood": 7, "generate_until": 3}  # the smallest over ranks is what counts
+    longest = max((r for r in requests if r.request_type is RequestType.LOGLIKELIHOOD), key=lambda r: (r.length, -r.uid))
+    assert probed == [longest.uid]
+    assert resolve_batch_size(requests[:5], "auto", probe, all_min=lambda size: size) == {"loglikelihood": 8, "generate_until": 1}
+    assert resolve_batch_size(requests, 2, probe=None, all_min=None) == 2  # nothing to probe

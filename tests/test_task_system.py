@@ -10,7 +10,7 @@ import yaml
 
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.metrics.groups import pooled_stderr
-from lmm_lightning.tasks import GroupSpec, Task, TaskSpecError, load_spec, load_task_spec, resolve
+from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, TaskSpecError, resolve
 
 from test_end_to_end import cli, outputs, run
 
@@ -48,13 +48,13 @@ def suite(tmp_path_factory, tiny_tasks) -> Path:
 
 
 def test_include_inherits_and_overrides(suite):
-    spec = load_task_spec(suite / "fewshot_mc.yaml")
+    spec = TaskSpec.from_yaml(suite / "fewshot_mc.yaml")
     assert spec.task == "fewshot_mc" and spec.num_fewshot == 2 and spec.doc_to_choice == "choices"
     assert spec.doc_to_text == str(suite.resolve() / "utils.py") + ":question" and [m.metric for m in spec.metric_list][-1] == "acc_mutual_info"
 
 
 def test_function_reference_resolves_beside_the_yaml(suite):
-    task = Task(load_task_spec(suite / "base_mc.yaml"))
+    task = Task(TaskSpec.from_yaml(suite / "base_mc.yaml"))
     assert task.doc_to_text({"country": "Peru"}) == "Q: capital of Peru? A:"
 
 
@@ -62,7 +62,7 @@ def test_group_resolves_to_its_subtasks(suite):
     resolved = resolve([str(suite / "capitals_group.yaml")], include_path=str(suite))
     assert [t.task for t in resolved.tasks] == ["base_mc", "fewshot_mc"]
     assert resolved.subtasks == {"capitals_group": ["base_mc", "fewshot_mc"]}
-    assert isinstance(load_spec(suite / "capitals_group.yaml"), GroupSpec)
+    assert GroupSpec.from_yaml(suite / "capitals_group.yaml").task == ["base_mc", "fewshot_mc"]
 
 
 def test_fewshot_examples_are_seeded_per_document_and_exclude_it(suite):
@@ -87,7 +87,7 @@ def test_unknown_metric_names_the_file_and_field(tmp_path, tiny_tasks):
     path = tmp_path / "bad.yaml"
     path.write_text((tiny_tasks / "tiny_mc.yaml").read_text() + "metric_list: [{metric: bleu}]\n")
     with pytest.raises(TaskSpecError, match=r"bad.yaml: field 'metric_list\[0\].metric': unknown metric 'bleu'"):
-        Task(load_task_spec(path))
+        Task(TaskSpec.from_yaml(path))
 
 
 def test_tasks_subcommand_lists_builtin_tasks(suite):
@@ -152,13 +152,13 @@ def test_include_from_another_folder_keeps_the_base_files_and_functions(suite, t
     child = tmp_path / "elsewhere" / "child.yaml"
     child.parent.mkdir()
     child.write_text(f"include: {suite / 'base_mc.yaml'}\ntask: child_mc\n")
-    task = Task(load_task_spec(child))
+    task = Task(TaskSpec.from_yaml(child))
     assert task.doc_to_text({"country": "Peru"}) == "Q: capital of Peru? A:"  # utils.py beside base_mc.yaml
     relative = tmp_path / "rel"
     relative.mkdir()
     (relative / "base.yaml").write_text("task: b\ndataset_path: json\ndata_files: docs.jsonl\noutput_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n")
     (tmp_path / "child2.yaml").write_text("include: rel/base.yaml\ntask: c\n")
-    assert load_task_spec(tmp_path / "child2.yaml").data_files == str((relative / "docs.jsonl").resolve())
+    assert TaskSpec.from_yaml(tmp_path / "child2.yaml").data_files == str((relative / "docs.jsonl").resolve())
 
 
 def test_num_fewshot_override_and_first_n_sampler(suite, tmp_path):

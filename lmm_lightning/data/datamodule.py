@@ -1,24 +1,21 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
-import os
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import datasets
 import jinja2
-import PIL.Image
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
+from lmm_lightning.data.loading import TaskDocuments, load_documents
+from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler, resolve_batch_size
+from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.requests import Request, RequestType
-from lmm_lightning.errors import InputError
 from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, resolve
-from lmm_lightning.tasks.task import select_range
-from lmm_lightning.tasks.templates import is_reference
 
 
 @dataclass(frozen=True)
@@ -35,36 +32,6 @@ class RequestBatch:
     @property
     def request_type(self) -> RequestType:
         return self.requests[0].request_type
-
-
-@dataclass
-class TaskDocuments:
-    """The documents of one task selected for evaluation, keyed by their index in the split.
-
-    `docs` hold the text columns only; `rows` is the selected split itself, indexed lazily for images.
-    """
-
-    task: Task
-    docs: dict[int, dict[str, Any]]
-    n_original: int
-    rows: Optional[datasets.Dataset] = None
-    positions: dict[int, int] = field(default_factory=dict)
-
-    def visuals(self, doc_id: int) -> list[Any]:
-        if not self.task.has_visuals or self.rows is None:
-            return []
-        return self.task.doc_to_visual(self.rows[self.positions[doc_id]])
-
-
-def image_columns(split: datasets.Dataset) -> list[str]:
-    """Columns holding images (decoded lazily), left out of the text view of the documents."""
-    is_image = lambda f: isinstance(f, datasets.Image) or (isinstance(f, (list, datasets.Sequence, datasets.List)) and _inner_is_image(f))
-    return [name for name, feature in split.features.items() if is_image(feature)]
-
-
-def _inner_is_image(feature: Any) -> bool:
-    inner = feature[0] if isinstance(feature, list) else getattr(feature, "feature", None)
-    return isinstance(inner, datasets.Image)
 
 
 class RequestDataset(Dataset):
@@ -92,32 +59,7 @@ class RequestDataset(Dataset):
             raise InputError(f"task '{request.task}', doc_id {request.doc_id}: cannot load its image: {type(err).__name__}: {err}") from None
 
 
-def _load(task: Task, split: Optional[str], where: Any) -> datasets.Dataset:
-    """Load a split, turning the many ways this fails into one message naming the task file."""
-    try:
-        return task.load_split(split)
-    except InputError:
-        raise
-    except Exception as err:  # noqa: BLE001 - datasets raises many types for missing files or hubs
-        spec = task.spec
-        raise InputError(
-            f"{where}: cannot load split '{split or spec.evaluated_split}' (dataset_path={spec.dataset_path!r}, "
-            f"dataset_name={spec.dataset_name!r}, data_files={spec.data_files!r}): {type(err).__name__}: {err}"
-        ) from None
-
-
-def _rows(dataset: datasets.Dataset, task: Task, where: Any) -> list[dict[str, Any]]:
-    """The documents as dicts; text that is not UTF-8 only shows here, when Arrow decodes it."""
-    try:
-        return dataset.to_list()
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{where}: the documents (data_files={task.spec.data_files!r}) are not valid UTF-8 text ({err.reason}); "
-            "expected UTF-8 files"
-        ) from None
-
-
-def _all_min(value: int, device: Any) -> int:
+def all_min(value: int, device: Any) -> int:
     """The minimum of `value` over all ranks (the value itself on one process)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return value
@@ -227,48 +169,6 @@ def check_aggregations(task: Task, where: str) -> None:
             )
 
 
-def empty_answer(task: Task, doc: dict[str, Any]) -> Optional[str]:
-    """What is empty among the texts whose likelihood is scored (choices, or the target): nothing to score."""
-    if task.spec.output_type == "multiple_choice":
-        choices = task.doc_to_choice(doc)
-        empty = [i for i, choice in enumerate(choices) if not choice.strip()]
-        return f"choice(s) {empty} of {choices} are empty (doc_to_choice); every choice needs some text" if empty else None
-    if task.spec.output_type == "loglikelihood" and not task.target_text(doc).strip():
-        return "the target is empty (doc_to_target); a loglikelihood task needs a continuation to score"
-    return None
-
-
-def image_problem(path: str) -> Optional[str]:
-    """Why a path in an image column is not an image (None if it is, or is a URL left to the loader)."""
-    if "://" in path:
-        return None
-    if not os.path.isfile(path):
-        return "no such file"
-    try:
-        with PIL.Image.open(path):  # reads the header only
-            return None
-    except (PIL.UnidentifiedImageError, OSError) as err:
-        return f"not an image ({type(err).__name__})"
-
-
-def path_image_column(task: Task, split: datasets.Dataset) -> Optional[str]:
-    """The `doc_to_visual` column when it holds file paths (strings) rather than images."""
-    column = task.spec.doc_to_visual
-    if not isinstance(column, str) or is_reference(column) or column not in split.column_names:
-        return None
-    feature = split.features[column]
-    inner = getattr(feature, "feature", feature[0] if isinstance(feature, list) else feature)
-    return column if isinstance(inner, datasets.Value) and inner.dtype in ("string", "large_string") else None
-
-
-def check_image_paths(rows: datasets.Dataset, column: str, selected: range, where: str) -> None:
-    for doc_id, value in zip(selected, rows[column]):
-        for path in value if isinstance(value, list) else [value]:
-            problem = image_problem(str(path))
-            if problem:
-                raise InputError(f"{where}: document {doc_id}: column '{column}' holds {path!r}: {problem}; expected an image file")
-
-
 class BenchmarkDataModule(LightningDataModule):
     """Loads each task's documents, selects them globally (limit/offset) and builds requests.
 
@@ -321,7 +221,8 @@ class BenchmarkDataModule(LightningDataModule):
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
         self.requests: list[Request] = []
-        self.done_uids: set[int] = set()  # answered by an earlier run (set by the evaluation callback)
+        self._done_uids: frozenset[int] = frozenset()
+        self._connected_batch_size: Optional[BatchSize] = None
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Load and check everything on every rank; ranks then agree, so a bad input on one rank ends all."""
@@ -356,32 +257,12 @@ class BenchmarkDataModule(LightningDataModule):
         check_generation_kwargs(spec.generation_kwargs, f"{where}: field 'generation_kwargs'")
         task = Task(spec, seed=self.seed)
         check_aggregations(task, str(where))
-        split = _load(task, None, where)
-        if len(split) == 0:
-            raise InputError(f"{where}: split '{spec.evaluated_split}' of task '{task.name}' has no documents")
-        images = image_columns(split)
-        text_split = split.remove_columns(images) if images else split
-        if spec.num_fewshot:
-            pool = text_split if task.fewshot_same_split else _load(task, spec.fewshot_source, where)
-            pool = pool.remove_columns(image_columns(pool)) if image_columns(pool) else pool
-            task.fewshot_pool = list(enumerate(_rows(pool, task, where)))
-        try:
-            selected = select_range(len(split), self.limit, self.offset)
-        except ValueError as err:
-            raise InputError(f"task '{task.name}' ({len(split)} documents): data.limit/data.offset: {err}") from None
-        docs = _rows(text_split.select(selected), task, where)
-        rows = split.select(selected) if task.has_visuals else None
-        paths = path_image_column(task, split) if rows is not None else None
-        if paths:  # checked now, before any model loads; decoded lazily, like an image column
-            check_image_paths(rows, paths, selected, str(where))
-            image = datasets.Image() if isinstance(split.features[paths], datasets.Value) else datasets.List(datasets.Image())
-            rows = rows.cast_column(paths, image)
-        positions = {doc_id: i for i, doc_id in enumerate(selected)}
-        self.documents[task.name] = TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
-        for doc_id, doc in zip(selected, docs):
+        documents = load_documents(task, self.limit, self.offset)
+        self.documents[task.name] = documents
+        for doc_id, doc in documents.docs.items():
             try:
                 self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
-                empty = empty_answer(task, doc)
+                empty = task.kind.empty_answer(doc)
                 if empty:
                     raise InputError(f"{where}: document {doc_id}: {empty}")
             except InputError:
@@ -395,23 +276,42 @@ class BenchmarkDataModule(LightningDataModule):
     def tasks(self) -> dict[str, Task]:
         return {name: entry.task for name, entry in self.documents.items()}
 
+    @property
+    def done_uids(self) -> frozenset[int]:
+        """The requests an earlier run answered, left out of the batches; set through `connect`."""
+        return self._done_uids
+
+    def connect(self, done_uids: Optional[AbstractSet[int]] = None, batch_size: Optional[BatchSize] = None) -> None:
+        """The one door for settings known only once the run has started, before any dataloader exists.
+
+        Args:
+            done_uids: the requests an earlier run answered (resume): no batch holds them.
+            batch_size: the sizes to plan with in place of `batch_size: auto`, from `resolve_batch_size`.
+
+        A setting left out keeps the value it has.
+        """
+        if done_uids is not None:
+            self._done_uids = frozenset(done_uids)
+        if batch_size is not None:
+            sizes = batch_size.values() if isinstance(batch_size, dict) else [batch_size]
+            if "auto" in sizes:
+                raise ValueError(f"connect: batch_size {batch_size!r} still holds 'auto'; resolve it with resolve_batch_size")
+            check_batch_size(batch_size)
+            self._connected_batch_size = batch_size
+
     def resolved_batch_size(self) -> BatchSize:
-        """Numbers as given; `auto` probed on the model with the longest request of each type, and
-        the smallest answer over all ranks kept, so every rank plans the same batches."""
-        sizes = self.batch_size if isinstance(self.batch_size, dict) else {t.value: self.batch_size for t in RequestType}
-        if not any(v == "auto" for v in sizes.values()):
-            return self.batch_size
-        model = self.trainer.lightning_module
-        resolved = {}
-        for kind in RequestType:
-            size = sizes.get(kind.value, 1)
-            requests = [r for r in self.requests if r.request_type is kind]
-            if size != "auto" or not requests:
-                resolved[kind.value] = 1 if size == "auto" else size
-                continue
-            longest = max(requests, key=lambda r: (r.length, -r.uid))
-            resolved[kind.value] = _all_min(model.find_max_batch_size(longest, self.max_batch_size), model.device)
-        return resolved
+        """The batch size the sampler plans with: the one `connect` handed over, else `batch_size` as given,
+        where any `auto` is still probed here on the trainer's model (until the caller that loads the
+        model probes it and connects the result)."""
+        if self._connected_batch_size is not None:
+            return self._connected_batch_size
+        model = lambda: self.trainer.lightning_module
+        return resolve_batch_size(
+            self.requests,
+            self.batch_size,
+            probe=lambda request: model().find_max_batch_size(request, self.max_batch_size),
+            all_min=lambda size: all_min(size, model().device),
+        )
 
     def predict_dataloader(self) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer else 1

@@ -8,7 +8,7 @@ operations inside the model (FSDP, synced generation) never wait on a rank that 
 """
 
 import math
-from collections.abc import Iterator, Sequence, Set as AbstractSet
+from collections.abc import Callable, Iterator, Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -33,6 +33,34 @@ def batch_size_for(batch_size: BatchSize, request_type: RequestType) -> int:
     if not isinstance(size, int) or size < 1:
         raise InputError(f"data.batch_size: batch size for {request_type.value} must be at least 1, got {size}")
     return size
+
+
+def resolve_batch_size(
+    requests: Sequence[Request], batch_size: BatchSize, probe: Callable[[Request], int], all_min: Callable[[int], int]
+) -> BatchSize:
+    """`batch_size` with each `auto` replaced by what `probe` finds for the longest request of that type,
+    and the smallest of that over all ranks (`all_min`, a collective), so every rank plans the same
+    batches. Numbers stay as given; `auto` for a type without requests is 1.
+
+    >>> requests = [Request(0, "t", 0, RequestType.LOGLIKELIHOOD, "context", " a")]
+    >>> resolve_batch_size(requests, "auto", probe=lambda request: 16, all_min=lambda size: size)
+    {'loglikelihood': 16, 'generate_until': 1}
+    >>> resolve_batch_size(requests, 4, probe=lambda request: 16, all_min=lambda size: size)
+    4
+    """
+    sizes = batch_size if isinstance(batch_size, dict) else {t.value: batch_size for t in RequestType}
+    if not any(v == "auto" for v in sizes.values()):
+        return batch_size
+    resolved = {}
+    for kind in RequestType:
+        size = sizes.get(kind.value, 1)
+        of_kind = [r for r in requests if r.request_type is kind]
+        if size != "auto" or not of_kind:
+            resolved[kind.value] = 1 if size == "auto" else size
+            continue
+        longest = max(of_kind, key=lambda r: (r.length, -r.uid))
+        resolved[kind.value] = all_min(probe(longest))
+    return resolved
 
 
 def _group_key(request: Request) -> tuple:

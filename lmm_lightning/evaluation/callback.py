@@ -2,7 +2,6 @@
 
 import tempfile
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,7 +11,10 @@ from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule,
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.loggers import log_results
-from lmm_lightning.evaluation.results import build_results, format_table, write_outputs
+from lmm_lightning.evaluation.result import EvaluationResult, Settings
+from lmm_lightning.evaluation.results import write_outputs
+from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
+from lmm_lightning.evaluation.table import format_table
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation.failfast import (
     GATHERING, LOADED, LOADING, PREDICTING, FailFast, check_same_requests, describe_batch, is_communication_error,
@@ -21,7 +23,6 @@ from lmm_lightning.evaluation.store import (
     ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
 )
 from lmm_lightning.models.base import EvalModule
-from lmm_lightning.evaluation.scoring import TaskResult, check_exactly_once, score_group, score_task
 from lmm_lightning.requests import Response
 
 
@@ -115,7 +116,8 @@ class EvaluationCallback(Callback):
         if push_to_hub:
             split_target(push_to_hub)  # a malformed repo id fails now, not after the evaluation
         self.collector: Optional[ResponseCollector] = None
-        self.results: Optional[dict[str, Any]] = None
+        self.results: Optional[dict[str, Any]] = None  # results.json as written (rank 0)
+        self.evaluation_result: Optional[EvaluationResult] = None  # the same, typed (rank 0)
         self.store: Optional[ResponseStore] = None
         self.keys: list[str] = []
         self.resumed: dict[int, Response] = {}
@@ -151,7 +153,7 @@ class EvaluationCallback(Callback):
                 trainer.global_rank,
             )
         self.resumed = {uid: found[uid] for uid in sorted(done)}
-        datamodule.done_uids = set(self.resumed)
+        datamodule.connect(done_uids=set(self.resumed))
         if trainer.is_global_zero:
             for message in scan.warnings(self.store.folder):
                 warnings.warn(message, StoreWarning)
@@ -189,7 +191,7 @@ class EvaluationCallback(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.collector = ResponseCollector().to(pl_module.device)
-        self.results = None
+        self.results = self.evaluation_result = None
         self.failfast.install_signal_handler()  # again: Lightning put its own SIGTERM handler in front of ours
         self.failfast.phase(PREDICTING)
 
@@ -217,50 +219,26 @@ class EvaluationCallback(Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        self.results = self.evaluate(datamodule, gathered, trainer.world_size, pl_module)
-        self.results = write_outputs(self.output_dir, self.results, self.task_results, self.log_samples)
+        answers = Answers(gathered, list(self.resumed.values()))
+        settings = self.settings(datamodule, pl_module, trainer.world_size)
+        result = self.evaluation_result = evaluate(Benchmark.from_datamodule(datamodule), answers, settings)
+        self.results = write_outputs(self.output_dir, result, self.log_samples)
         if self.print_table:
-            print(format_table(self.results), flush=True)
-        log_results(
-            trainer.loggers, self.results, self.task_results, datamodule.documents,
-            self.log_samples_to_logger, self.log_images_to_logger,
-        )
+            print(format_table(result), flush=True)
+        log_results(trainer.loggers, result, datamodule.documents, self.log_samples_to_logger, self.log_images_to_logger)
         if self.push_to_hub:
-            files = ["results.json"] + [f"samples_{r.name}.jsonl" for r in self.task_results if self.log_samples]
+            files = ["results.json", *self.results["samples_files"]]
             print(f"pushed results to {push_results(self.output_dir, self.push_to_hub, files)}", flush=True)
 
-    def evaluate(
-        self, datamodule: BenchmarkDataModule, gathered: list, world_size: int, pl_module: LightningModule
-    ) -> dict[str, Any]:
-        resumed = [(response, False) for response in self.resumed.values()]
-        answers, padded = check_exactly_once(datamodule.requests, gathered + resumed)
-        resumed_by_task = Counter(datamodule.requests[uid].task for uid in self.resumed)
-        by_task: dict[str, list] = {name: [] for name in datamodule.documents}
-        for request in datamodule.requests:
-            by_task[request.task].append(request)
-        self.task_results: list[TaskResult] = []
-        for name, requests in by_task.items():
-            result = score_task(datamodule.documents[name], requests, answers, self.bootstrap_iters, self.seed)
-            result.integrity.padded = padded[name]
-            result.integrity.dropped = padded[name]  # padding responses discarded before scoring
-            result.integrity.resumed = resumed_by_task[name]
-            self.task_results.append(result)
-        config = {
-            "model": type(pl_module).__name__,
-            "model_args": dict(getattr(pl_module, "hparams", {})),
-            "batch_size": datamodule.batch_size,
-            "limit": datamodule.limit,
-            "offset": datamodule.offset,
-            "bootstrap_iters": self.bootstrap_iters,
-            "seed": self.seed,
-        }
-        n_original = {name: docs.n_original for name, docs in datamodule.documents.items()}
-        by_name = {r.name: r for r in self.task_results}
-        groups = {}
-        for group in datamodule.groups:
-            members = [by_name[t] for t in datamodule.group_subtasks[group.group]]
-            weights = {m.get("metric"): bool(m.get("weight_by_size", True)) for m in group.aggregate_metric_list}
-            groups[group.group] = score_group(members, weights)
-        return build_results(
-            self.task_results, datamodule.tasks, n_original, config, world_size, groups, datamodule.group_subtasks
+    def settings(self, datamodule: BenchmarkDataModule, pl_module: LightningModule, world_size: int) -> Settings:
+        """This run as scoring and results.json see it."""
+        return Settings(
+            bootstrap_iters=self.bootstrap_iters,
+            seed=self.seed,
+            model=type(pl_module).__name__,
+            model_args=dict(getattr(pl_module, "hparams", {})),
+            batch_size=datamodule.batch_size,
+            limit=datamodule.limit,
+            offset=datamodule.offset,
+            world_size=world_size,
         )

@@ -11,96 +11,65 @@ scores) as text, and for vision tasks a few images captioned with their question
 W&B gets the same table and images through `WandbLogger.log_table` / `log_image`.
 """
 
+import math
 from typing import Any, Optional
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from lmm_lightning.evaluation.scoring import TaskResult
+from lmm_lightning.evaluation.result import EvaluationResult, MetricKey, TaskResult
+from lmm_lightning.evaluation.results import record_value, short_name
 
 PROMPT_CHARS = 400  # the end of a prompt: few-shot prompts are long, the question is last
 
 
-def _name(metric: str, filt: str) -> str:
-    return metric if filt == "none" else f"{metric},{filt}"
-
-
-def metric_scalars(results_doc: dict[str, Any]) -> dict[str, float]:
-    """Every task and group metric, its stderr and its interval bounds, as flat scalar names."""
+def metric_scalars(result: EvaluationResult) -> dict[str, float]:
+    """Every task and group metric, its stderr and its interval bounds, as flat scalar names; the
+    undefined ones (nan: one document, no resampling) left out."""
     out: dict[str, float] = {}
-    for task, entry in results_doc["results"].items():
-        intervals = results_doc.get("confidence_intervals", {}).get(task, {})
-        for key, value in entry.items():
-            if "," not in key or "_stderr," in key or not _is_number(value):
+    for entry in result.entries:
+        for key, estimate in entry.metrics.items():
+            if not math.isfinite(estimate.value):
                 continue
-            metric, filt = key.split(",", 1)
-            out[f"{task}/{_name(metric, filt)}"] = float(value)
-            stderr = entry.get(f"{metric}_stderr,{filt}")
-            if _is_number(stderr):
-                out[f"{task}/{_name(metric + '_stderr', filt)}"] = float(stderr)
-            low, high = intervals.get(key, (None, None))
-            if _is_number(low) and _is_number(high):
-                out[f"{task}/{_name(metric + '_ci_lower', filt)}"] = float(low)
-                out[f"{task}/{_name(metric + '_ci_upper', filt)}"] = float(high)
+            out[f"{entry.name}/{short_name(key)}"] = float(estimate.value)
+            if math.isfinite(estimate.stderr):
+                out[f"{entry.name}/{short_name(key, '_stderr')}"] = float(estimate.stderr)
+            if math.isfinite(estimate.ci_lower) and math.isfinite(estimate.ci_upper):
+                out[f"{entry.name}/{short_name(key, '_ci_lower')}"] = float(estimate.ci_lower)
+                out[f"{entry.name}/{short_name(key, '_ci_upper')}"] = float(estimate.ci_upper)
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
-def run_hparams(results_doc: dict[str, Any]) -> dict[str, Any]:
+def run_hparams(result: EvaluationResult) -> dict[str, Any]:
     """The run's configuration: model, its arguments, data and bootstrap settings, tasks, world size."""
-    tasks = [t for t in results_doc["results"] if t not in results_doc.get("groups", {})]
     return {
-        **results_doc.get("config", {}),
-        "tasks": ",".join(tasks),
-        "groups": ",".join(results_doc.get("groups", {})),
-        "world_size": results_doc.get("world_size"),
+        **result.settings.config,
+        "tasks": ",".join(task.name for task in result.tasks),
+        "groups": ",".join(group.name for group in result.groups),
+        "world_size": result.settings.world_size,
     }
 
 
 # --- sample records -----------------------------------------------------------------------------
-def _first(value: Any) -> Any:
-    return value[0] if isinstance(value, list) and value else value
-
-
-def response_and_target(record: dict[str, Any], output_type: str) -> tuple[str, str]:
-    """What the model answered and the gold answer, as text a person reads."""
-    arguments, filtered, target = record.get("arguments", []), record.get("filtered_resps"), record.get("target")
-    if output_type == "multiple_choice":
-        choices = [str(arg[1]).strip() for arg in arguments]
-        logprobs = [pair[0] for pair in filtered or []]
-        chosen = choices[int(np.argmax(logprobs))] if logprobs else ""
-        gold = choices[target] if isinstance(target, int) and 0 <= target < len(choices) else target
-        return chosen, str(gold)
-    if output_type == "generate_until":
-        if isinstance(filtered, dict):
-            return " / ".join(f"{name}: {_first(value)}" for name, value in filtered.items()), str(target)
-        return str(_first(filtered)), str(target)
-    logprob, greedy = _first(filtered) or (float("nan"), False)
-    return f"logprob {logprob:.4f}{' (greedy)' if greedy else ''}", str(target)
-
-
-def record_scores(record: dict[str, Any], metric_keys: list[str]) -> dict[str, Any]:
-    """The record's per-document value of each "<metric>,<filter>" key that has one."""
+def record_scores(record: dict[str, Any], keys: list[MetricKey]) -> dict[str, Any]:
+    """The record's per-document value of each metric that has a plain one (corpus metrics have none)."""
     out = {}
-    for key in metric_keys:
-        metric, filt = key.split(",", 1)
-        value = record.get(key, record.get(metric))
+    for key in keys:
+        value = record_value(record, key)
         if isinstance(value, (bool, int, float, str)):
-            out[_name(metric, filt)] = value
+            out[short_name(key)] = value
     return out
 
 
-def sample_rows(result: TaskResult, output_type: str, metric_keys: list[str], n: int) -> list[dict[str, Any]]:
+def sample_rows(result: TaskResult, n: int) -> list[dict[str, Any]]:
     """The first `n` records of a task as rows: doc_id, prompt, response, target and scores."""
     rows = []
+    keys = list(result.metrics)
     for record in result.records[:n]:
         prompt = str(record["arguments"][0][0]) if record.get("arguments") else ""
-        response, target = response_and_target(record, output_type)
+        response, target = result.task.describe(record)
         rows.append({"doc_id": record["doc_id"], "prompt": prompt, "response": response, "target": target,
-                     **record_scores(record, metric_keys)})
+                     **record_scores(record, keys)})
     return rows
 
 
@@ -158,8 +127,7 @@ def sample_images(
 # --- loggers ------------------------------------------------------------------------------------
 def log_results(
     loggers: list[Logger],
-    results_doc: dict[str, Any],
-    task_results: list[TaskResult],
+    result: EvaluationResult,
     documents: Optional[dict[str, Any]] = None,
     n_samples: int = 8,
     n_images: int = 4,
@@ -167,19 +135,17 @@ def log_results(
     """Send the results to every logger: scalars and hparams to all, samples and images where supported."""
     if not loggers:
         return
-    scalars = metric_scalars(results_doc)
-    hparams = run_hparams(results_doc)
+    scalars = metric_scalars(result)
+    hparams = run_hparams(result)
     documents = documents or {}
     tables: dict[str, list[dict[str, Any]]] = {}
     images: dict[str, list[tuple[str, np.ndarray, str]]] = {}
-    for result in task_results:
-        output_type = results_doc["configs"].get(result.name, {}).get("output_type", "")
-        keys = [k for k in results_doc["results"][result.name] if "," in k and "_stderr," not in k]
-        rows = sample_rows(result, output_type, keys, max(n_samples, n_images))
-        tables[result.name] = rows[:n_samples]
-        entry = documents.get(result.name)
-        if n_images and entry is not None and getattr(entry.task, "has_visuals", False):
-            images[result.name] = sample_images(result, entry, rows, n_images)
+    for task in result.tasks:
+        rows = sample_rows(task, max(n_samples, n_images))
+        tables[task.name] = rows[:n_samples]
+        entry = documents.get(task.name)
+        if n_images and entry is not None and task.task.has_visuals:
+            images[task.name] = sample_images(task, entry, rows, n_images)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # hparams with the metrics, so TensorBoard's HPARAMS tab lists each run with its scores

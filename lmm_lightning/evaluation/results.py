@@ -1,4 +1,10 @@
-"""results.json and samples_<task>.jsonl in the lm-evaluation-harness layout, and the printed table."""
+"""results.json and samples_<task>.jsonl in the lm-evaluation-harness layout: an `EvaluationResult`
+written as one unit (`write_outputs`), and a results folder read back (`load_run`).
+
+The one place where a `MetricKey` becomes text, and text a `MetricKey`: "<metric>,<filter>" and
+"<metric>_stderr,<filter>" in results.json, the metric's bare name in the records of a task with
+one filter, and the short name of the loggers and `compare` (",none" left out).
+"""
 
 import hashlib
 import json
@@ -7,15 +13,65 @@ import os
 import subprocess
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from lmm_lightning.errors import InputError
-from lmm_lightning.evaluation.scoring import TaskResult, finite_or_none
-from lmm_lightning.tasks import Task
+from lmm_lightning.evaluation.result import EvaluationResult, GroupResult, MetricKey, TaskResult
+from lmm_lightning.metrics import Estimate
 
-_Z95 = 1.959964
+
+# --- metric keys as text ------------------------------------------------------------------------
+def key_text(key: MetricKey, suffix: str = "") -> str:
+    """A metric as results.json names it, optionally with a suffix on the metric's name.
+
+    >>> key_text(MetricKey("acc", "none")), key_text(MetricKey("acc", "none"), "_stderr")
+    ('acc,none', 'acc_stderr,none')
+    """
+    return f"{key.metric}{suffix},{key.filter}"
+
+
+def short_name(key: MetricKey, suffix: str = "") -> str:
+    """A metric as the loggers and `compare` name it: as results.json does, less ",none".
+
+    >>> short_name(MetricKey("acc", "none"), "_stderr"), short_name(MetricKey("exact_match", "strict-match"))
+    ('acc_stderr', 'exact_match,strict-match')
+    """
+    return f"{key.metric}{suffix}" if key.filter == "none" else key_text(key, suffix)
+
+
+def record_field(key: MetricKey, single_filter: bool, suffix: str = "") -> str:
+    """A metric's field in a samples record: its bare name when the task has one filter, as
+    lm-evaluation-harness writes it, else as results.json names it.
+
+    >>> record_field(MetricKey("acc", "none"), True), record_field(MetricKey("exact_match", "strict"), False, "_per_repeat")
+    ('acc', 'exact_match,strict_per_repeat')
+    """
+    return f"{key.metric}{suffix}" if single_filter else f"{key_text(key)}{suffix}"
+
+
+def record_value(record: dict[str, Any], key: MetricKey) -> Any:
+    """A record's value of `key`, under either name `record_field` gives it; None when it has none."""
+    return record.get(key_text(key), record.get(key.metric))
+
+
+def parse_key(text: str) -> Optional[MetricKey]:
+    """The metric a key of a results.json entry names; None for its other keys (alias, samples, stderrs).
+
+    >>> parse_key("exact_match,strict-match"), parse_key("acc_stderr,none"), parse_key("alias")
+    (MetricKey(metric='exact_match', filter='strict-match'), None, None)
+    """
+    if "," not in text or "_stderr," in text:
+        return None
+    metric, filter_name = text.split(",", 1)
+    return MetricKey(metric, filter_name)
+
+
+# --- results.json -------------------------------------------------------------------------------
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN; write null instead."""
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
 def stderr_or_na(value: float) -> Any:
@@ -32,71 +88,72 @@ def _git_hash() -> str | None:
     return out.stdout.strip() or None
 
 
-def build_results(
-    results: list[TaskResult],
-    tasks: dict[str, Task],
-    n_original: dict[str, int],
-    config: dict[str, Any],
-    world_size: int,
-    groups: Optional[dict[str, dict[tuple[str, str], tuple[float, float, int]]]] = None,
-    group_subtasks: Optional[dict[str, list[str]]] = None,
-) -> dict[str, Any]:
+def build_results(result: EvaluationResult) -> dict[str, Any]:
     """The results document: harness keys first, our additions beside them under their own keys."""
-    groups = groups or {}
     out: dict[str, Any] = {
         "results": {},
         "groups": {},
-        "group_subtasks": {**{r.name: [] for r in results}, **(group_subtasks or {})},
+        "group_subtasks": {**{t.name: [] for t in result.tasks}, **{g.name: g.subtasks for g in result.groups}},
         "configs": {},
         "versions": {},
         "n-shot": {},
         "higher_is_better": {},
         "n-samples": {},
-        "config": config,
+        "config": result.settings.config,
         "git_hash": _git_hash(),
         "date": time.time(),
         "confidence_intervals": {},
-        "world_size": world_size,
+        "world_size": result.settings.world_size,
         "integrity": {},
         "splits": {},
     }
-    for result in results:
-        task = tasks[result.name]
-        entry: dict[str, Any] = {"alias": result.name, "samples": len(result.records)}
-        intervals = {}
-        for (name, filt), est in result.metrics.items():
-            entry[f"{name},{filt}"] = finite_or_none(est.value)
-            entry[f"{name}_stderr,{filt}"] = stderr_or_na(est.stderr)
-            intervals[f"{name},{filt}"] = [finite_or_none(est.ci_lower), finite_or_none(est.ci_upper)]
-        out["results"][result.name] = entry
-        out["confidence_intervals"][result.name] = intervals
-        out["configs"][result.name] = task.spec.to_dict()
-        out["versions"][result.name] = task.spec.version
-        out["n-shot"][result.name] = task.spec.num_fewshot
-        out["higher_is_better"][result.name] = {m.metric: m.higher_is_better for m in task.metrics}
-        out["n-samples"][result.name] = {"original": n_original[result.name], "effective": len(result.records)}
-        out["integrity"][result.name] = asdict(result.integrity)
-        out["splits"][result.name] = {
-            "evaluated": task.spec.evaluated_split,
-            "fewshot": task.spec.fewshot_source if task.spec.num_fewshot else None,
-        }
-    for group, scores in groups.items():
-        entry = {"alias": group, "samples": max((size for _, _, size in scores.values()), default=0)}
-        intervals = {}
-        for (name, filt), (value, stderr, _) in scores.items():
-            entry[f"{name},{filt}"] = finite_or_none(value)
-            entry[f"{name}_stderr,{filt}"] = stderr_or_na(stderr)
-            intervals[f"{name},{filt}"] = [finite_or_none(value - _Z95 * stderr), finite_or_none(value + _Z95 * stderr)]
-        out["groups"][group] = entry
-        out["results"][group] = entry
-        out["confidence_intervals"][group] = intervals
-        out["versions"][group] = None
-        out["n-shot"][group] = None
-        subtasks = (group_subtasks or {}).get(group, [])
-        out["higher_is_better"][group] = {k: v for t in subtasks for k, v in out["higher_is_better"].get(t, {}).items()}
+    for task in result.tasks:
+        _add_task(out, task)
+    for group in result.groups:
+        _add_group(out, group)
     return out
 
 
+def _metric_columns(metrics: dict[MetricKey, Estimate]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Each metric's value and stderr as an entry of "results" lists them, and its interval."""
+    values: dict[str, Any] = {}
+    intervals: dict[str, list[Any]] = {}
+    for key, estimate in metrics.items():
+        values[key_text(key)] = finite_or_none(estimate.value)
+        values[key_text(key, "_stderr")] = stderr_or_na(estimate.stderr)
+        intervals[key_text(key)] = [finite_or_none(estimate.ci_lower), finite_or_none(estimate.ci_upper)]
+    return values, intervals
+
+
+def _add_task(out: dict[str, Any], result: TaskResult) -> None:
+    name, spec = result.name, result.task.spec
+    values, intervals = _metric_columns(result.metrics)
+    out["results"][name] = {"alias": name, "samples": len(result.records), **values}
+    out["confidence_intervals"][name] = intervals
+    out["configs"][name] = spec.to_dict()
+    out["versions"][name] = spec.version
+    out["n-shot"][name] = spec.num_fewshot
+    out["higher_is_better"][name] = result.higher_is_better
+    out["n-samples"][name] = {"original": result.n_original, "effective": len(result.records)}
+    out["integrity"][name] = asdict(result.integrity)
+    out["splits"][name] = {
+        "evaluated": spec.evaluated_split,
+        "fewshot": spec.fewshot_source if spec.num_fewshot else None,
+    }
+
+
+def _add_group(out: dict[str, Any], group: GroupResult) -> None:
+    values, intervals = _metric_columns(group.metrics)
+    entry = {"alias": group.name, "samples": max((e.n for e in group.metrics.values()), default=0), **values}
+    out["groups"][group.name] = entry
+    out["results"][group.name] = entry
+    out["confidence_intervals"][group.name] = intervals
+    out["versions"][group.name] = None
+    out["n-shot"][group.name] = None
+    out["higher_is_better"][group.name] = group.higher_is_better
+
+
+# --- writing ------------------------------------------------------------------------------------
 def _write_file(fd: int, data: bytes) -> None:
     """Write every byte (os.write may write fewer than asked)."""
     view = memoryview(data)
@@ -174,9 +231,7 @@ def remove_outputs(output_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def write_outputs(
-    output_dir: Path, results_doc: dict[str, Any], task_results: list[TaskResult], log_samples: bool
-) -> dict[str, Any]:
+def write_outputs(output_dir: Path, result: EvaluationResult, log_samples: bool) -> dict[str, Any]:
     """One run's outputs as one unit: the earlier run's removed, samples written, results.json last.
 
     results.json lists the samples files of its run with their sha256 (`samples_files`), so a reader
@@ -184,15 +239,16 @@ def write_outputs(
     that fails (a full disk) removes what this call wrote and is one InputError naming the file.
     Returns the results document as written.
     """
+    results_doc = build_results(result)
     written: dict[str, dict[str, Any]] = {}
     path = output_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_outputs(output_dir)
         if log_samples:
-            for result in task_results:
-                path = output_dir / f"samples_{result.name}.jsonl"
-                data = samples_jsonl(result.records).encode("utf-8")
+            for task in result.tasks:
+                path = output_dir / f"samples_{task.name}.jsonl"
+                data = samples_jsonl(task.records).encode("utf-8")
                 write_atomic(path, data)
                 written[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         document = {**results_doc, "samples_files": written}
@@ -208,37 +264,37 @@ def write_outputs(
     return document
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
+# --- reading ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """A results folder read back: each task's and group's metrics (in results.json's order), which of
+    them are groups, and the per-document records of each task that has a samples file."""
+
+    folder: Path
+    metrics: dict[str, list[MetricKey]]
+    groups: frozenset[str]
+    samples: dict[str, list[dict[str, Any]]]
 
 
-def format_table(results_doc: dict[str, Any]) -> str:
-    """A markdown table like lm-evaluation-harness prints, with the confidence interval added."""
-    header = "| Tasks | Version | Filter | n-shot | Metric |   | Value |   | Stderr | 95% CI |"
-    lines = [header, "|" + "|".join("---" for _ in range(10)) + "|"]
-    fmt = lambda v: "N/A" if v is None or isinstance(v, str) else f"{v:.4f}"
-    for name, entry in results_doc["results"].items():
-        first = True
-        hib = results_doc["higher_is_better"].get(name) or {}
-        for key, value in entry.items():
-            if "," not in key or "_stderr," in key:
-                continue
-            metric, filt = key.split(",", 1)
-            stderr = entry.get(f"{metric}_stderr,{filt}")
-            low, high = results_doc["confidence_intervals"][name].get(key, [None, None])
-            arrow = "↑" if hib.get(metric, True) else "↓"
-            cells = [
-                name if first else "",
-                _cell(results_doc["versions"].get(name)) if first else "",
-                filt,
-                _cell(results_doc["n-shot"].get(name)) if first else "",
-                metric,
-                arrow,
-                fmt(value),
-                "±",
-                fmt(stderr),
-                f"[{fmt(low)}, {fmt(high)}]",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-            first = False
-    return "\n".join(lines)
+def load_run(folder: Union[str, Path]) -> Run:
+    """Read results.json and every samples_<task>.jsonl of a task it lists."""
+    folder = Path(folder)
+    path = folder / "results.json"
+    if not path.is_file():
+        where = "does not exist" if not folder.exists() else "has no results.json"
+        raise InputError(f"{folder} {where}: give a folder written by `lmm-lightning predict` (--evaluation.output_dir)")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON ({err}); was the run interrupted while writing it?") from None
+    if not isinstance(document.get("results"), dict):
+        raise InputError(f"{path} has no 'results' mapping: is it an evaluation results file?")
+    metrics = {name: [k for k in map(parse_key, entry) if k is not None] for name, entry in document["results"].items()}
+    groups = frozenset(name for name, entry in document.get("groups", {}).items() if entry is not None)
+    samples = {}
+    for task in document["results"]:
+        sample_path = folder / f"samples_{task}.jsonl"
+        if sample_path.is_file():
+            with open(sample_path) as handle:
+                samples[task] = [json.loads(line) for line in handle if line.strip()]
+    return Run(folder, metrics, groups, samples)

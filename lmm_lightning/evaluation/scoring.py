@@ -1,4 +1,9 @@
-"""Turning gathered responses into per-document records and per-task metrics (rank 0 only)."""
+"""Rank 0's scoring as one pure function: `evaluate(benchmark, answers, settings) -> EvaluationResult`.
+
+Every request is checked to be answered exactly once; each task's documents are scored into records
+and their values aggregated into corpus metrics with bootstrap errors; groups combine their tasks.
+No trainer and no callback state: the callback gathers the answers and hands the result on.
+"""
 
 import math
 from collections import Counter, defaultdict
@@ -7,21 +12,19 @@ from typing import Any, Optional
 
 import numpy as np
 
-from lmm_lightning.data.datamodule import TaskDocuments
+from lmm_lightning.data import BenchmarkDataModule, TaskDocuments
 from lmm_lightning.errors import InputError
+from lmm_lightning.evaluation.result import EvaluationResult, GroupResult, Integrity, MetricKey, Settings, TaskResult
+from lmm_lightning.evaluation.results import record_field
 from lmm_lightning.metrics import Estimate
-from lmm_lightning.metrics.aggregation import aggregate
-from lmm_lightning.metrics.groups import aggregate_group, stability_per_document
+from lmm_lightning.metrics.aggregation import aggregate, is_number
+from lmm_lightning.metrics.groups import aggregate_group
+from lmm_lightning.metrics.stability import STABILITY_NAMES, stability_per_document
 from lmm_lightning.requests import Request, RequestType, Response
+from lmm_lightning.tasks import GroupSpec, Task
 
-
-# Per-document stability statistic -> the corpus metric that averages it over documents.
-STABILITY_NAMES = {
-    "expected_accuracy": "expected_accuracy",
-    "consensus_accuracy": "consensus_accuracy",
-    "within_question_variance": "mean_within_question_variance",
-    "consistent": "consistency_rate",
-}
+# The normal 97.5% quantile, to the six decimals the group intervals of results.json have always used.
+Z95 = 1.959964
 
 
 class IntegrityError(RuntimeError):
@@ -32,35 +35,61 @@ class ScoringError(InputError):
     """A task's scoring code (process_results, a filter, a metric) failed on one document: named in one line."""
 
 
-@dataclass
-class Integrity:
-    """Counts in = counts out, written into results.json."""
+@dataclass(frozen=True)
+class Benchmark:
+    """What was asked: each task's documents, every request (`requests[uid]`), and the groups of tasks."""
 
-    documents: int = 0
-    requests_expected: int = 0
-    requests_answered: int = 0
-    padded: int = 0
-    dropped: int = 0
-    resumed: int = 0
-    empty_generations: int = 0  # legitimate (the model stopped at once) but worth seeing
-    nonfinite_logprobs: int = 0  # NaN or infinite log-probabilities the model returned (NaN scored as -inf)
+    documents: dict[str, TaskDocuments]
+    requests: list[Request]
+    groups: list[GroupSpec] = field(default_factory=list)
+    group_subtasks: dict[str, list[str]] = field(default_factory=dict)  # group -> the tasks it combines
 
-
-@dataclass
-class TaskResult:
-    """One task's per-document records and aggregated metrics, keyed by (metric, filter)."""
-
-    name: str
-    records: list[dict[str, Any]]
-    metrics: dict[tuple[str, str], Estimate]
-    integrity: Integrity = field(default_factory=Integrity)
+    @classmethod
+    def from_datamodule(cls, datamodule: BenchmarkDataModule) -> "Benchmark":
+        return cls(datamodule.documents, datamodule.requests, datamodule.groups, datamodule.group_subtasks)
 
 
-def check_exactly_once(
-    requests: list[Request], gathered: list[tuple[Response, bool]]
-) -> tuple[dict[int, Response], Counter]:
-    """Drop padding and verify that every request was answered exactly once; returns answers and padding per task."""
-    counts = Counter(response.uid for response, padding in gathered if not padding)
+@dataclass(frozen=True)
+class Answers:
+    """What rank 0 holds: every rank's gathered (response, is_padding) pairs, and the answers an
+    earlier run stored (resume)."""
+
+    gathered: list[tuple[Response, bool]]
+    resumed: list[Response] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AnswerCounts:
+    """One task's responses that were not computed and scored once each, as `check_exactly_once` met them."""
+
+    padded: int = 0  # padding responses gathered
+    dropped: int = 0  # gathered responses left out of scoring
+    resumed: int = 0  # answers read from the store
+
+
+def evaluate(benchmark: Benchmark, answers: Answers, settings: Settings) -> EvaluationResult:
+    """Score every task of `benchmark` from `answers`, then every group from its tasks."""
+    responses, counts = check_exactly_once(benchmark.requests, answers)
+    by_task: dict[str, list[Request]] = {name: [] for name in benchmark.documents}
+    for request in benchmark.requests:
+        by_task[request.task].append(request)
+    tasks = [
+        score_task(
+            benchmark.documents[name], requests, responses, settings.bootstrap_iters, settings.seed,
+            counts.get(name, AnswerCounts()),
+        )
+        for name, requests in by_task.items()
+    ]
+    by_name = {result.name: result for result in tasks}
+    groups = [score_group(spec, [by_name[t] for t in benchmark.group_subtasks[spec.group]]) for spec in benchmark.groups]
+    return EvaluationResult(tasks, groups, settings)
+
+
+def check_exactly_once(requests: list[Request], answers: Answers) -> tuple[dict[int, Response], dict[str, AnswerCounts]]:
+    """Drop padding and verify that every request was answered exactly once; returns each request's
+    answer, and per task the padding gathered, the responses dropped and the answers resumed."""
+    kept = [response for response, padding in answers.gathered if not padding] + list(answers.resumed)
+    counts = Counter(response.uid for response in kept)
     duplicated = sorted(uid for uid, count in counts.items() if count > 1)
     missing = sorted(set(range(len(requests))) - set(counts))
     if duplicated or missing:
@@ -69,8 +98,148 @@ def check_exactly_once(
             f"responses do not match requests: {len(duplicated)} answered more than once ({describe(duplicated)}), "
             f"{len(missing)} never answered ({describe(missing)})"
         )
-    answers = {response.uid: response for response, padding in gathered if not padding}
-    return answers, Counter(requests[response.uid].task for response, padding in gathered if padding)
+    task_of = lambda response: requests[response.uid].task
+    padded = Counter(task_of(response) for response, padding in answers.gathered if padding)
+    fresh = Counter(task_of(response) for response, padding in answers.gathered if not padding)
+    dropped = Counter(task_of(response) for response, _ in answers.gathered) - fresh  # gathered, not kept
+    resumed = Counter(task_of(response) for response in answers.resumed)
+    tasks = dict.fromkeys(request.task for request in requests)
+    return {r.uid: r for r in kept}, {t: AnswerCounts(padded[t], dropped[t], resumed[t]) for t in tasks}
+
+
+# --- one task -----------------------------------------------------------------------------------
+@dataclass
+class DocumentScores:
+    """One document's value of each metric, and with `repeats` > 1 each repeat's numeric scores."""
+
+    values: dict[MetricKey, Any]
+    per_repeat: dict[MetricKey, list[float]]
+
+
+def score_task(
+    documents: TaskDocuments,
+    requests: list[Request],
+    answers: dict[int, Response],
+    bootstrap_iters: int,
+    seed: int,
+    counts: AnswerCounts = AnswerCounts(),
+) -> TaskResult:
+    """Score each document of one task from its answered requests, then aggregate each metric.
+
+    `counts`: the task's padding, dropped and resumed responses (none for answers handed over as they are).
+    """
+    task = documents.task
+    single_filter = len(task.filters) == 1
+    by_doc: dict[int, list[Request]] = defaultdict(list)
+    for request in requests:
+        by_doc[request.doc_id].append(request)
+    records, scores = [], []
+    for doc_id in sorted(by_doc):
+        doc_requests = sorted(by_doc[doc_id], key=lambda r: (r.repeat, r.choice_index))
+        responses = [scoreable(r, answers[r.uid]) for r in doc_requests]
+        doc = documents.docs[doc_id]
+        try:
+            record, doc_scores = _score_document(task, doc_id, doc, doc_requests, responses, single_filter)
+        except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
+            raise _scoring_failed(task, doc_id, err) from err
+        records.append(record)
+        scores.append(doc_scores)
+    metrics = _aggregate(task, scores, bootstrap_iters, seed)
+    metrics.update(_stability(records, scores, single_filter, bootstrap_iters, seed))
+    integrity = _count_integrity(requests, answers, len(records), counts)
+    return TaskResult(task, records, metrics, integrity, documents.n_original)
+
+
+def _score_document(
+    task: Task,
+    doc_id: int,
+    doc: dict[str, Any],
+    doc_requests: list[Request],
+    responses: list[Response],
+    single_filter: bool,
+) -> tuple[dict[str, Any], DocumentScores]:
+    """One document's record (a line of its samples file), and its metric values."""
+    per_request = {name: task.kind.per_request(value) for name, value in task.filtered(responses).items()}
+    record: dict[str, Any] = {
+        "doc_id": doc_id,
+        "doc": doc,
+        "target": task.doc_to_target(doc),
+        "arguments": [_argument(r) for r in doc_requests],
+        "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
+        # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
+        "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
+    }
+    values = {
+        MetricKey(metric, filter_name): value
+        for filter_name, metrics in task.score(doc, responses).items()
+        for metric, value in metrics.items()
+    }
+    for key, value in values.items():
+        record[record_field(key, single_filter)] = value
+    per_repeat = _per_repeat(task, doc, responses) if task.spec.repeats > 1 else {}
+    for key, repeat_scores in per_repeat.items():
+        record[record_field(key, single_filter, "_per_repeat")] = repeat_scores
+    return record, DocumentScores(values, per_repeat)
+
+
+def _per_repeat(task: Task, doc: dict[str, Any], responses: list[Response]) -> dict[MetricKey, list[float]]:
+    """Each repeat scored alone, for the metrics whose every repeat scores a number (k-sample stability)."""
+    out = {}
+    for filter_name, metrics in task.score_repeats(doc, responses).items():
+        for metric, repeat_scores in metrics.items():
+            if all(is_number(s) for s in repeat_scores):
+                out[MetricKey(metric, filter_name)] = [float(s) for s in repeat_scores]
+    return out
+
+
+def _aggregate(task: Task, scores: list[DocumentScores], bootstrap_iters: int, seed: int) -> dict[MetricKey, Estimate]:
+    """Each metric's per-document values into one corpus estimate, with the task's aggregation."""
+    values: dict[MetricKey, list[Any]] = defaultdict(list)
+    for doc_scores in scores:
+        for key, value in doc_scores.values.items():
+            values[key].append(value)
+    try:
+        return {key: aggregate(task.aggregation(key.metric), v, bootstrap_iters, seed) for key, v in values.items()}
+    except Exception as err:  # noqa: BLE001
+        raise _scoring_failed(task, None, err) from err
+
+
+def _stability(
+    records: list[dict[str, Any]], scores: list[DocumentScores], single_filter: bool, bootstrap_iters: int, seed: int
+) -> dict[MetricKey, Estimate]:
+    """The stability statistics of repeated metrics: per document into `records["stability"]`, and
+    their corpus means ("<metric>_<statistic>", e.g. "exact_match_consistency_rate")."""
+    matrices: dict[MetricKey, list[list[float]]] = defaultdict(list)
+    for doc_scores in scores:
+        for key, repeat_scores in doc_scores.per_repeat.items():
+            matrices[key].append(repeat_scores)
+    metrics = {}
+    for key, matrix in matrices.items():
+        name = record_field(key, single_filter)
+        for stat, per_doc in stability_per_document(np.asarray(matrix, dtype=np.float64)).items():
+            for record, value in zip(records, per_doc):
+                record.setdefault("stability", {}).setdefault(name, {})[stat] = float(value)
+            corpus = MetricKey(f"{key.metric}_{STABILITY_NAMES[stat]}", key.filter)
+            metrics[corpus] = aggregate("mean", list(per_doc), bootstrap_iters, seed)
+    return metrics
+
+
+def _count_integrity(
+    requests: list[Request], answers: dict[int, Response], documents: int, counts: AnswerCounts
+) -> Integrity:
+    answered = [(r, answers[r.uid]) for r in requests if r.uid in answers]
+    generated = [a for r, a in answered if r.request_type is RequestType.GENERATE_UNTIL]
+    logprobs = [a for r, a in answered if r.request_type is RequestType.LOGLIKELIHOOD]
+    return Integrity(
+        documents=documents,
+        requests_expected=len(requests),
+        requests_answered=len(answered),
+        padded=counts.padded,
+        dropped=counts.dropped,
+        resumed=counts.resumed,
+        empty_generations=sum(a.text == "" for a in generated),
+        nonfinite_logprobs=sum(not is_finite_logprob(a) for a in logprobs),
+    )
 
 
 def _argument(request: Request) -> list[Any]:
@@ -86,10 +255,6 @@ def _response_value(request: Request, response: Response) -> Any:
     return response.text
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, bool, np.number)) and not isinstance(value, str)
-
-
 def is_finite_logprob(response: Response) -> bool:
     return response.logprob is not None and math.isfinite(response.logprob)
 
@@ -102,112 +267,27 @@ def scoreable(request: Request, response: Response) -> Response:
     return replace(response, logprob=-math.inf, is_greedy=False)
 
 
-def _scoring_failed(task: Any, doc_id: Optional[int], err: Exception) -> ScoringError:
+def _scoring_failed(task: Task, doc_id: Optional[int], err: Exception) -> ScoringError:
     where = f"task '{task.name}'" + (f" ({task.spec.source})" if task.spec.source else "")
     what = f"process_results ({task.spec.process_results})" if task.spec.process_results else "scoring"
     doc = f", doc_id {doc_id}" if doc_id is not None else ""
     return ScoringError(f"{where}{doc}: {what} failed: {type(err).__name__}: {err}")
 
 
-def score_task(
-    documents: TaskDocuments, requests: list[Request], answers: dict[int, Response], bootstrap_iters: int, seed: int
-) -> TaskResult:
-    """Score each document of one task from its answered requests, then aggregate each (metric, filter)."""
-    task = documents.task
-    by_doc: dict[int, list[Request]] = defaultdict(list)
-    for request in requests:
-        by_doc[request.doc_id].append(request)
-    records: list[dict[str, Any]] = []
-    values: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    repeats: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
-    single_filter = len(task.filters) == 1
-    for doc_id in sorted(by_doc):
-        doc_requests = sorted(by_doc[doc_id], key=lambda r: (r.repeat, r.choice_index))
-        responses = [scoreable(r, answers[r.uid]) for r in doc_requests]
-        doc = documents.docs[doc_id]
-        try:
-            records.append(_score_document(task, doc_id, doc, doc_requests, responses, values, repeats))
-        except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
-            raise _scoring_failed(task, doc_id, err) from err
-
-    try:
-        metrics = {key: aggregate(task.aggregation(key[0]), v, bootstrap_iters, seed) for key, v in values.items()}
-    except Exception as err:  # noqa: BLE001
-        raise _scoring_failed(task, None, err) from err
-    for (metric, filter_name), matrix in repeats.items():
-        per_doc = stability_per_document(np.asarray(matrix, dtype=np.float64))
-        key = metric if single_filter else f"{metric},{filter_name}"
-        for stat, per_doc_values in per_doc.items():
-            for record, v in zip(records, per_doc_values):
-                record.setdefault("stability", {}).setdefault(key, {})[stat] = float(v)
-            corpus_name = STABILITY_NAMES[stat]
-            metrics[(f"{metric}_{corpus_name}", filter_name)] = aggregate("mean", list(per_doc_values), bootstrap_iters, seed)
-    empty = sum(1 for r in requests if r.request_type is RequestType.GENERATE_UNTIL and answers[r.uid].text == "")
-    nonfinite = sum(
-        1 for r in requests if r.request_type is RequestType.LOGLIKELIHOOD and not is_finite_logprob(answers[r.uid])
-    )
-    integrity = Integrity(
-        documents=len(records), requests_expected=len(requests), requests_answered=len(requests),
-        empty_generations=empty, nonfinite_logprobs=nonfinite,
-    )
-    return TaskResult(task.name, records, metrics, integrity)
-
-
-def _score_document(
-    task: Any,
-    doc_id: int,
-    doc: dict[str, Any],
-    doc_requests: list[Request],
-    responses: list[Response],
-    values: dict[tuple[str, str], list[Any]],
-    repeats: dict[tuple[str, str], list[list[float]]],
-) -> dict[str, Any]:
-    """One document's record; its metric values are added to `values` (and `repeats`)."""
-    single_filter = len(task.filters) == 1
-    filtered = task.filtered(responses)
-    generation = task.spec.output_type == "generate_until"
-    per_request = {name: [value] if generation else value for name, value in filtered.items()}
-    record: dict[str, Any] = {
-        "doc_id": doc_id,
-        "doc": doc,
-        "target": task.doc_to_target(doc),
-        "arguments": [_argument(r) for r in doc_requests],
-        "resps": [[_response_value(r, a)] for r, a in zip(doc_requests, responses)],
-        # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
-        "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
+# --- groups -------------------------------------------------------------------------------------
+def score_group(spec: GroupSpec, members: list[TaskResult]) -> GroupResult:
+    """A group's score, stderr and interval for every metric all its subtasks report."""
+    shared = set.intersection(*(set(m.metrics) for m in members)) if members else set()
+    sizes = [len(m.records) for m in members]
+    metrics = {
+        key: _group_estimate([m.metrics[key] for m in members], sizes, spec.weight_by_size(key.metric))
+        for key in sorted(shared)
     }
-    for filter_name, value in filtered.items():
-        for metric, score in task.score_value(doc, value).items():
-            values[(metric, filter_name)].append(score)
-            record[metric if single_filter else f"{metric},{filter_name}"] = score
-    if task.spec.repeats > 1:
-        for filter_name, metrics in task.score_repeats(doc, responses).items():
-            for metric, scores in metrics.items():
-                if all(_is_number(s) for s in scores):
-                    repeats[(metric, filter_name)].append([float(s) for s in scores])
-                    key = metric if single_filter else f"{metric},{filter_name}"
-                    record[f"{key}_per_repeat"] = [float(s) for s in scores]
-    return record
+    higher_is_better = {metric: value for m in members for metric, value in m.higher_is_better.items()}
+    return GroupResult(spec.group, [m.name for m in members], metrics, higher_is_better)
 
 
-def score_group(
-    subtask_results: list[TaskResult], weight_by_size: dict[str, bool]
-) -> dict[tuple[str, str], tuple[float, float, int]]:
-    """(score, stderr, size) of a group for every (metric, filter) that all its subtasks report."""
-    if not subtask_results:
-        return {}
-    shared = set.intersection(*(set(r.metrics) for r in subtask_results))
-    out = {}
-    for key in sorted(shared):
-        estimates = [r.metrics[key] for r in subtask_results]
-        sizes = [len(r.records) for r in subtask_results]
-        score, stderr = aggregate_group(
-            [e.value for e in estimates], [e.stderr for e in estimates], sizes, weight_by_size.get(key[0], True)
-        )
-        out[key] = (score, stderr, sum(sizes))
-    return out
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no NaN; write null instead."""
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+def _group_estimate(estimates: list[Estimate], sizes: list[int], weight_by_size: bool) -> Estimate:
+    """Subtask estimates combined (see `aggregate_group`), with a normal 95% interval."""
+    value, stderr = aggregate_group([e.value for e in estimates], [e.stderr for e in estimates], sizes, weight_by_size)
+    return Estimate(value, stderr, value - Z95 * stderr, value + Z95 * stderr, sum(sizes))

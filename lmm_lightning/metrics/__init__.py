@@ -1,4 +1,4 @@
-"""Per-document metrics, corpus aggregations with bootstrap standard errors, group scores."""
+"""Per-document metrics and their table, corpus aggregations with bootstrap standard errors, group scores, stability."""
 
 from lmm_lightning.metrics.aggregation import (
     AGGREGATIONS,
@@ -23,7 +23,7 @@ from lmm_lightning.metrics.bootstrap import (
     resample_indices,
 )
 from lmm_lightning.metrics.choice_letter import option_letters, parse_choice_letter
-from lmm_lightning.metrics.groups import aggregate_group, pooled_stderr, stability, stability_per_document
+from lmm_lightning.metrics.groups import aggregate_group, pooled_stderr
 from lmm_lightning.metrics.sample import (
     acc,
     acc_norm,
@@ -35,18 +35,21 @@ from lmm_lightning.metrics.sample import (
     normalize_vqa_answer,
     parse_multiple_choice,
     normalize_textvqa_answer,
+    perplexity,
     relaxed_accuracy,
     textvqa_accuracy,
     vqa_accuracy,
     word_perplexity,
     yes_no,
 )
+from lmm_lightning.metrics.stability import STABILITY_NAMES, stability, stability_per_document
 
 __all__ = [
     "AGGREGATIONS",
     "MME_CATEGORIES",
     "MME_COGNITION",
     "MME_PERCEPTION",
+    "STABILITY_NAMES",
     "Aggregation",
     "Estimate",
     "acc",
@@ -73,6 +76,7 @@ __all__ = [
     "parse_choice_letter",
     "parse_multiple_choice",
     "percentile_ci",
+    "perplexity",
     "pooled_stderr",
     "relaxed_accuracy",
     "resample_indices",

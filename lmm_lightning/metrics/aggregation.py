@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from lmm_lightning.metrics.bootstrap import Estimate, bootstrap_counts, mean_of_counts, mean_stderr, statistic_of_sample
+from lmm_lightning.metrics.bootstrap import (
+    Estimate, bootstrap_counts, mean_of_counts, mean_stderr, scalars, statistic_of_sample,
+)
 
 MME_PERCEPTION = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
@@ -47,18 +49,20 @@ class Aggregation:
     """
 
     name: str
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
     to_array: Callable[[list], np.ndarray]
 
 
+def is_number(value: Any) -> bool:
+    """A per-document value that aggregates as one number: a bool, int, float or numpy number.
+
+    >>> [is_number(v) for v in (1, 0.5, True, np.float32(2), "1", None, (1, 0))]
+    [True, True, True, True, False, False, False]
+    """
+    return isinstance(value, (int, float, bool, np.number))
+
+
 # --- conversions -----------------------------------------------------------------------------
-
-
-def _scalars(values: list) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1:
-        raise ValueError(f"expected one number per document, got an array of shape {array.shape}")
-    return array
 
 
 def _pairs(values: list) -> np.ndarray:
@@ -190,9 +194,9 @@ def _mme_score(categories: tuple[str, ...]) -> Callable[[np.ndarray, np.ndarray]
 
 
 AGGREGATIONS: dict[str, Aggregation] = {
-    "mean": Aggregation("mean", mean_of_counts, _scalars),
-    "median": Aggregation("median", _median, _scalars),
-    "perplexity": Aggregation("perplexity", _perplexity, _scalars),
+    "mean": Aggregation("mean", mean_of_counts, scalars),
+    "median": Aggregation("median", _median, scalars),
+    "perplexity": Aggregation("perplexity", _perplexity, scalars),
     "f1": Aggregation("f1", _f1, _binary_pairs),
     "pope_precision": Aggregation("pope_precision", _precision, _binary_pairs),
     "pope_recall": Aggregation("pope_recall", _recall, _binary_pairs),
@@ -217,7 +221,7 @@ def _analytic_mean(array: np.ndarray, confidence: float) -> Estimate:
     value = float(array.mean())
     stderr = mean_stderr(array)
     z = statistics.NormalDist().inv_cdf((1.0 + confidence) / 2.0)
-    return Estimate(value, stderr, value - z * stderr, value + z * stderr)
+    return Estimate(value, stderr, value - z * stderr, value + z * stderr, len(array))
 
 
 def aggregate(
@@ -236,5 +240,6 @@ def aggregate(
     if name == "mean" and (bootstrap_iters < 2 or len(array) < 2):
         return _analytic_mean(array, confidence)
     if bootstrap_iters < 2:
-        return Estimate(statistic_of_sample(aggregation.fn, array), float("nan"), float("nan"), float("nan"))
+        nan = float("nan")
+        return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, len(array))
     return bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)

@@ -11,19 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_CHUNK_BYTES = 64 * 2**20
+# Memory one chunk of resamples may take (shared with `compare.py`'s sign-flip test).
+CHUNK_BYTES = 64 * 2**20
 # Above this many distinct values the multinomial trick costs more than index resampling.
 _MAX_UNIQUE = 64
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its standard error and a confidence interval."""
+    """A point estimate with its standard error, a confidence interval, and `n`: how many resampling
+    units (documents; MME images) it was computed from. stderr and the interval are nan when undefined."""
 
     value: float
     stderr: float
     ci_lower: float
     ci_upper: float
+    n: int
 
 
 def mean_stderr(values: np.ndarray | list[float]) -> float:
@@ -55,7 +58,7 @@ def resample_indices(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.integers(0, n, size=(size, n))
 
 
-def _chunks(iters: int, bytes_per_iter: int, chunk_bytes: int) -> Iterator[int]:
+def chunks(iters: int, bytes_per_iter: int, chunk_bytes: int) -> Iterator[int]:
     """Sizes of consecutive chunks of iterations that each fit in `chunk_bytes` (at least 1)."""
     rows = max(1, chunk_bytes // max(1, bytes_per_iter))
     for start in range(0, iters, rows):
@@ -64,9 +67,9 @@ def _chunks(iters: int, bytes_per_iter: int, chunk_bytes: int) -> Iterator[int]:
 
 def _summarize(value: float, stats: np.ndarray, n: int, confidence: float) -> Estimate:
     if n < 2:  # resampling one value is degenerate: no information about uncertainty
-        return Estimate(value, float("nan"), float("nan"), float("nan"))
+        return Estimate(value, float("nan"), float("nan"), float("nan"), n)
     lower, upper = percentile_ci(stats, confidence)
-    return Estimate(value, float(stats.std(ddof=1)), lower, upper)
+    return Estimate(value, float(stats.std(ddof=1)), lower, upper, n)
 
 
 def _check(n: int, iters: int, confidence: float) -> None:
@@ -89,7 +92,7 @@ def bootstrap_counts_statistics(
     values: np.ndarray | list,
     iters: int = 100_000,
     seed: int = 1234,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> np.ndarray:
     """The `iters` bootstrap replicates of a statistic of counts, shape (iters,).
 
@@ -105,10 +108,10 @@ def bootstrap_counts_statistics(
     rows, frequencies = np.unique(x, axis=0, return_counts=True)
     out = []
     if len(rows) <= _MAX_UNIQUE:
-        for size in _chunks(iters, 16 * len(rows), chunk_bytes):
+        for size in chunks(iters, 16 * len(rows), chunk_bytes):
             out.append(statistic(rows, rng.multinomial(n, frequencies / n, size=size).astype(np.float64)))
     else:
-        for size in _chunks(iters, 24 * n, chunk_bytes):  # indices, then counts
+        for size in chunks(iters, 24 * n, chunk_bytes):  # indices, then counts
             out.append(statistic(x, resample_counts(rng, n, size)))
     return np.concatenate(out)
 
@@ -119,7 +122,7 @@ def bootstrap_counts(
     iters: int = 100_000,
     seed: int = 1234,
     confidence: float = 0.95,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Estimate:
     """Bootstrap estimate of a statistic of counts (see `bootstrap_counts_statistics`); `value` is the
     statistic of the original sample (each row once)."""
@@ -138,10 +141,15 @@ def mean_of_counts(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return counts @ rows / counts.sum(axis=1)
 
 
-def _scalars(values: np.ndarray | list[float]) -> np.ndarray:
+def scalars(values: np.ndarray | list[float]) -> np.ndarray:
+    """Per-document numbers as a float64 vector; anything else (pairs, nested lists) is an error.
+
+    >>> scalars([1, 0.5, True])
+    array([1. , 0.5, 1. ])
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {x.shape}")
+        raise ValueError(f"expected one number per document, got an array of shape {x.shape}")
     return x
 
 
@@ -149,11 +157,11 @@ def bootstrap_mean_statistics(
     values: np.ndarray | list[float],
     iters: int = 100_000,
     seed: int = 1234,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> np.ndarray:
     """The `iters` bootstrap means of `values`, shape (iters,): exact multinomial resampling for up to
     64 distinct values (see `bootstrap_counts_statistics`)."""
-    return bootstrap_counts_statistics(mean_of_counts, _scalars(values), iters, seed, chunk_bytes)
+    return bootstrap_counts_statistics(mean_of_counts, scalars(values), iters, seed, chunk_bytes)
 
 
 def bootstrap_mean(
@@ -161,14 +169,14 @@ def bootstrap_mean(
     iters: int = 100_000,
     seed: int = 1234,
     confidence: float = 0.95,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Estimate:
     """Bootstrap estimate of the mean of `values` (see `bootstrap_mean_statistics`).
 
     `value` is the mean of the original sample; `stderr` is the std (ddof=1) of the bootstrap
     means; the interval is the percentile interval. stderr and the interval are nan for n < 2.
     """
-    return bootstrap_counts(mean_of_counts, _scalars(values), iters, seed, confidence, chunk_bytes)
+    return bootstrap_counts(mean_of_counts, scalars(values), iters, seed, confidence, chunk_bytes)
 
 
 def bootstrap_statistics(
@@ -177,7 +185,7 @@ def bootstrap_statistics(
     iters: int = 1_000,
     seed: int = 1234,
     vectorized: bool = True,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> np.ndarray:
     """The `iters` bootstrap replicates of `statistic`, shape (iters,).
 
@@ -189,7 +197,7 @@ def bootstrap_statistics(
     rng = np.random.default_rng(seed)
     row_bytes = x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
     out = []
-    for rows in _chunks(iters, n * (8 + row_bytes), chunk_bytes):
+    for rows in chunks(iters, n * (8 + row_bytes), chunk_bytes):
         samples = np.take(x, resample_indices(rng, n, rows), axis=0)  # (rows, n, ...)
         out.append(_apply(statistic, samples, vectorized))
     return np.concatenate(out)
@@ -218,7 +226,7 @@ def bootstrap(
     seed: int = 1234,
     confidence: float = 0.95,
     vectorized: bool = True,
-    chunk_bytes: int = _CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Estimate:
     """Bootstrap estimate of an arbitrary corpus-level statistic (F1, BLEU over pairs, ...).
 

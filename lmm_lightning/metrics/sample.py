@@ -18,6 +18,9 @@ def acc(logprobs: Sequence[float], gold: int) -> float:
     """1.0 if the highest-scoring choice is `gold`.
 
     Ties go to the first maximum (numpy argmax), so results match lm-evaluation-harness.
+
+    >>> acc([-1.0, -0.5, -3.0], 1), acc([-0.5, -0.5], 1)
+    (1.0, 0.0)
     """
     if len(logprobs) == 0:
         raise ValueError("acc needs at least one choice")
@@ -29,6 +32,9 @@ def acc_norm(logprobs: Sequence[float], choices: Sequence[str], gold: int) -> fl
 
     Summed log-probabilities favour short answers; dividing by the character length (the
     lm-evaluation-harness definition, tokenizer-independent) removes most of that bias.
+
+    >>> acc_norm([-2.0, -3.0], ["ab", "abcdef"], 1)  # -3 / 6 beats -2 / 2
+    1.0
     """
     if len(logprobs) != len(choices):
         raise ValueError(f"got {len(logprobs)} logprobs for {len(choices)} choices")
@@ -142,7 +148,11 @@ def _vqa_digit_article(text: str) -> str:
 
 
 def normalize_vqa_answer(text: str) -> str:
-    """Normalise an answer as the official VQA evaluation does (e.g. "Two dogs!" -> "2 dogs")."""
+    """Normalise an answer as the official VQA evaluation does.
+
+    >>> normalize_vqa_answer("Two dogs!")
+    '2 dogs'
+    """
     text = text.replace("\n", " ").replace("\t", " ").strip()
     return _vqa_digit_article(_vqa_punctuation(text))
 
@@ -158,6 +168,9 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     Deviation: the official code normalises (punctuation, digits, articles) only when the
     annotators disagree; here prediction and answers are always normalised. That is identical
     whenever the prediction is already in canonical form and avoids penalising "Yes." vs "yes".
+
+    >>> vqa_accuracy("Two", ["2"] * 3 + ["3"] * 7)  # (3 * 2/3 + 7 * 1) / 10
+    0.9
     """
     if len(answers) == 0:
         raise ValueError("vqa_accuracy needs at least one reference answer")
@@ -216,7 +229,11 @@ def textvqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
 
 
 def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of one character each)."""
+    """Edit distance (insertions, deletions, substitutions of one character each).
+
+    >>> levenshtein("kitten", "sitting")
+    3
+    """
     if len(a) < len(b):
         a, b = b, a
     previous = list(range(len(b) + 1))
@@ -367,21 +384,44 @@ def yes_no(response: str) -> str:
 
 
 # --- Per-document values for corpus perplexities ---------------------------------------------
+# Each is (log-likelihood, units) of one document; the corpus aggregation (`weighted_perplexity`,
+# `bits_per_byte`) divides the summed log-likelihoods by the summed units, as lm-evaluation-harness does.
+
+
+def perplexity(logprob: float, text: str) -> tuple[float, int]:
+    """(log-likelihood, 1) of one document: `weighted_perplexity` over these is exp(-mean log-likelihood).
+
+    >>> perplexity(-2.5, "any text")
+    (-2.5, 1)
+    """
+    return float(logprob), 1
 
 
 def word_perplexity(logprob: float, text: str) -> tuple[float, int]:
     """(log-likelihood, word count) of one document, for the `weighted_perplexity` aggregation.
 
-    Words are counted like lm-evaluation-harness: `len(re.split(r"\\s+", text))`.
+    Words are counted like lm-evaluation-harness: `len(re.split(r"\\s+", text))`, so leading or
+    trailing whitespace counts one more (empty) word.
+
+    >>> word_perplexity(-3.0, "a b  c"), word_perplexity(-3.0, " a b")
+    ((-3.0, 3), (-3.0, 3))
     """
     return float(logprob), len(re.split(r"\s+", text))
 
 
 def byte_perplexity(logprob: float, text: str) -> tuple[float, int]:
-    """(log-likelihood, UTF-8 byte count) of one document, for `weighted_perplexity`."""
+    """(log-likelihood, UTF-8 byte count) of one document, for `weighted_perplexity`.
+
+    >>> byte_perplexity(-2.0, "héllo")
+    (-2.0, 6)
+    """
     return float(logprob), len(text.encode("utf-8"))
 
 
 def bits_per_byte(logprob: float, text: str) -> tuple[float, int]:
-    """(log-likelihood, UTF-8 byte count) of one document, for the `bits_per_byte` aggregation."""
+    """(log-likelihood, UTF-8 byte count) of one document, for the `bits_per_byte` aggregation.
+
+    >>> bits_per_byte(-2.0, "héllo")
+    (-2.0, 6)
+    """
     return float(logprob), len(text.encode("utf-8"))

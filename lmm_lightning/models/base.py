@@ -36,7 +36,7 @@ class EvalModule(LightningModule):
         raise NotImplementedError(f"{type(self).__name__} does not answer loglikelihood requests")
 
     def generate_until(self, requests: list[Request]) -> list[Response]:
-        """Greedy continuation of each context, cut at the first stop string."""
+        """Continuation of each context (greedy unless its request samples), cut at the first stop string."""
         raise NotImplementedError(f"{type(self).__name__} does not answer generate_until requests")
 
     def answer(self, batch: RequestBatch) -> list[Response]:

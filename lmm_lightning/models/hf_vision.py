@@ -5,21 +5,15 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForImageTextToText, AutoProcessor, StoppingCriteriaList
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule, folder_fingerprint
-from lmm_lightning.models.hf_causal import (
-    DTYPES,
-    _StopOnStrings,
-    check_pretrained,
-    cut_at_stops,
-    pretrained_options,
-    sampling_kwargs,
-    score_shared_contexts,
-    split_context,
-)
+from lmm_lightning.models.generation import generate, prompt_budget
+from lmm_lightning.models.loading import check_pretrained, fill_pad_token, pretrained_options, torch_dtype
+from lmm_lightning.models.loglikelihood import Scored, as_responses, score_continuation, score_shared_contexts, split_context
 from lmm_lightning.requests import Request, RequestType, Response
 
 Row = dict[str, torch.Tensor]
@@ -86,14 +80,13 @@ class HFVisionLM(EvalModule):
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if not hasattr(self.processor, "tokenizer"):
             raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        fill_pad_token(self.tokenizer)
         self.model = AutoModelForImageTextToText.from_pretrained(path, **options)
         self.model.eval()
 
     def identity(self) -> dict[str, Any]:
         """Hyperparameters and the files of the resolved model folder: other weights, other identity."""
-        return {**super().identity(), "files": folder_fingerprint(pretrained_options(self.hparams)[0])}
+        return {**super().identity(), "files": folder_fingerprint(resolve_pretrained(self.hparams.pretrained))}
 
     @property
     def tokenizer(self) -> Any:
@@ -134,39 +127,39 @@ class HFVisionLM(EvalModule):
         """One row: token tensors of shape (1, length) plus the image tensors (pixel values, grids, ...)."""
         if not text:
             text = self.tokenizer.bos_token or self.tokenizer.eos_token  # the first token needs something to follow
-        encoded = self.processor(
+        features = self.processor(
             text=[text],
             images=[to_rgb(image) for image in images] or None,
             add_special_tokens=not self.chat,  # a chat template writes its own special tokens
             return_tensors="pt",
         )
-        return {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
+        return {key: value for key, value in features.items() if isinstance(value, torch.Tensor)}
 
     def collate(self, rows: list[Row], padding_side: str) -> Row:
         """Pad the per-token tensors to one width; concatenate the image tensors in row order, which is
         the order in which the model fills its image tokens."""
         width = max(row["input_ids"].shape[1] for row in rows)
         keys = list(dict.fromkeys(key for row in rows for key in row))
-        batch: Row = {}
+        inputs: Row = {}
         for key in keys:
             present = [row for row in rows if key in row]
             if all(self._per_token(row, key) for row in present):
                 fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
                 values = [row[key] if key in row else torch.zeros_like(row["input_ids"]) for row in rows]
-                batch[key] = torch.cat([F.pad(v, _pad_spec(v, width, padding_side), value=fill) for v in values])
+                inputs[key] = torch.cat([F.pad(v, _pad_spec(v, width, padding_side), value=fill) for v in values])
             else:
-                batch[key] = torch.cat([row[key] for row in present])
-        return batch
+                inputs[key] = torch.cat([row[key] for row in present])
+        return inputs
 
     @staticmethod
     def _per_token(row: Row, key: str) -> bool:
         value, ids = row[key], row["input_ids"]
         return key == "input_ids" or (value.dim() >= 2 and value.shape[:2] == ids.shape)
 
-    def to_model(self, batch: Row) -> Row:
-        """Move a batch to the model's device, pixel values in the model's dtype."""
-        dtype = DTYPES[self.hparams.dtype]
-        return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
+    def to_model(self, inputs: Row) -> Row:
+        """Move model inputs to the model's device, pixel values in the model's dtype."""
+        dtype = torch_dtype(self.hparams.dtype)
+        return {k: v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
 
     def answer(self, batch: RequestBatch) -> list[Response]:
         """As `EvalModule.answer`, with each request's images passed along."""
@@ -181,21 +174,12 @@ class HFVisionLM(EvalModule):
         """Continuation tokens are those of prompt+continuation after the prompt's own tokens."""
         visuals = visuals or [[] for _ in requests]
         encoded = self._encode(requests, visuals)
+        scored = None
         if self.hparams.reuse_context and self.model.config.model_type not in SEPARATE_CONTEXT_MODELS:
             scored = self._score_shared_contexts(requests, encoded)
-            if scored is not None:
-                return [Response(uid=r.uid, logprob=lp, is_greedy=g) for r, (lp, g) in zip(requests, scored)]
-        rows, targets = zip(*(self.scored_row(whole, n_prompt, images) for (whole, n_prompt), images in zip(encoded, visuals)))
-        logits = self.model(**self.to_model(self.collate(list(rows), "right"))).logits
-        responses = []
-        for i, (request, row, target) in enumerate(zip(requests, rows, targets)):
-            end = row["input_ids"].shape[1]
-            logprobs = F.log_softmax(logits[i, end - len(target) : end].float(), dim=-1)
-            target = target.to(logprobs.device)
-            logprob = logprobs.gather(-1, target[:, None]).sum().item()
-            is_greedy = bool((logprobs.argmax(-1) == target).all().item())
-            responses.append(Response(uid=request.uid, logprob=logprob, is_greedy=is_greedy))
-        return responses
+        if scored is None:
+            scored = self._score_full(encoded, visuals)
+        return as_responses(requests, scored)
 
     def _encode(self, requests: list[Request], visuals: list[list[Any]]) -> list[tuple[Row, int]]:
         """Each request's prompt+continuation encoding and the length of its prompt in tokens. The choices
@@ -212,27 +196,36 @@ class HFVisionLM(EvalModule):
             encoded.append((self.encode(prompt + continuation, images), prompt_lengths[key]))
         return encoded
 
-    def _score_shared_contexts(self, requests: list[Request], encoded: list[tuple[Row, int]]) -> Optional[list[tuple[float, bool]]]:
+    def _score_shared_contexts(self, requests: list[Request], encoded: list[tuple[Row, int]]) -> Optional[Scored]:
         """Run each shared prompt (with its images) once, then score every choice on the cached
         keys/values. None when a prompt needs truncating."""
         contexts: dict[tuple, int] = {}
-        first_rows: list[Row] = []
+        context_rows: list[Row] = []
         group_of, continuations = [], []
         for request, (whole, n_prompt) in zip(requests, encoded):
             if whole["input_ids"].shape[1] > self.max_length or whole["input_ids"].shape[1] == n_prompt:
                 return None
             key = (request.task, request.doc_id, tuple(whole["input_ids"][0, :n_prompt].tolist()))
             if key not in contexts:
-                contexts[key] = len(first_rows)
-                first_rows.append({k: v[:, :n_prompt] if self._per_token(whole, k) else v for k, v in whole.items()})
+                contexts[key] = len(context_rows)
+                context_rows.append({k: v[:, :n_prompt] if self._per_token(whole, k) else v for k, v in whole.items()})
             group_of.append(contexts[key])
             continuations.append(whole["input_ids"][0, n_prompt:].tolist())
-        first = self.to_model(self.collate(first_rows, "left"))
-        return score_shared_contexts(self.model, first, group_of, continuations, self.tokenizer.pad_token_id)
+        context_inputs = self.to_model(self.collate(context_rows, "left"))
+        return score_shared_contexts(self.model, context_inputs, group_of, continuations, self.tokenizer.pad_token_id)
 
-    def scored_row(self, whole: Row, n_prompt: int, images: list[Any]) -> tuple[Row, torch.Tensor]:
+    def _score_full(self, encoded: list[tuple[Row, int]], visuals: list[list[Any]]) -> Scored:
+        """One right-padded forward over every request's prompt+continuation (less its last token)."""
+        rows, targets = zip(*(self.scored_row(whole, n_prompt, images) for (whole, n_prompt), images in zip(encoded, visuals)))
+        logits = self.model(**self.to_model(self.collate(list(rows), "right"))).logits
+        ends = [row["input_ids"].shape[1] for row in rows]
+        return [
+            score_continuation(logits[i, end - len(target) : end], target) for i, (end, target) in enumerate(zip(ends, targets))
+        ]
+
+    def scored_row(self, whole: Row, n_prompt: int, images: list[Any]) -> tuple[Row, list[int]]:
         """The model inputs for one request (prompt+continuation less its last token) and the continuation tokens."""
-        target = whole["input_ids"][0, n_prompt:]
+        target = whole["input_ids"][0, n_prompt:].tolist()
         if len(target) == 0:
             return whole, target
         inputs = {k: v[:, :-1] if self._per_token(whole, k) else v for k, v in whole.items()}
@@ -242,26 +235,14 @@ class HFVisionLM(EvalModule):
     def generate_until(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
         """Left-padded batched generation, greedy unless the task samples, cut at the first stop string."""
         visuals = visuals or [[] for _ in requests]
-        spec = requests[0].generation
-        budget = max(self.max_length - spec.max_new_tokens, 1)
+        budget = prompt_budget(self.max_length, requests[0].generation)
         rows = [
             self._truncate(self.encode(self.prompt(r.context, len(images)), images), budget, images)
             for r, images in zip(requests, visuals)
         ]
-        batch = self.to_model(self.collate(rows, "left"))
-        width = batch["input_ids"].shape[1]
-        stops = tuple(s for s in spec.until if s)
-        criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, width)]) if stops else None
-        output = self.model.generate(
-            **batch,
-            max_new_tokens=spec.max_new_tokens,
-            stopping_criteria=criteria,
-            pad_token_id=self.tokenizer.pad_token_id,
-            synced_gpus=self.synced_generation,
-            **sampling_kwargs(requests, self.model.generation_config),
-        )
-        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-        return [Response(uid=r.uid, text=cut_at_stops(t, stops)) for r, t in zip(requests, texts)]
+        inputs = self.to_model(self.collate(rows, "left"))
+        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation)
+        return [Response(uid=r.uid, text=text) for r, text in zip(requests, texts)]
 
     def _truncate(self, row: Row, limit: int, images: list[Any]) -> Row:
         """Keep the last `limit` tokens of a text-only row; image tokens cannot be cut without breaking the model."""

@@ -2,13 +2,17 @@
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 
 from lmm_lightning.errors import InputError
+from lmm_lightning.metrics.registry import default_higher_is_better
 
-OUTPUT_TYPES = ("multiple_choice", "generate_until", "loglikelihood")
+# What a task asks the model for: a log-probability per choice, a generation, or one continuation's
+# log-probability. Each has one class in `output_types.py`.
+OutputType = Literal["multiple_choice", "generate_until", "loglikelihood"]
+OUTPUT_TYPES: tuple[OutputType, ...] = get_args(OutputType)
 # Reasoning blocks removed from generations before scoring (the raw text stays in the samples file).
 DEFAULT_REASONING_TAGS = (("<think>", "</think>"),)
 
@@ -19,10 +23,24 @@ class TaskSpecError(InputError):
 
 @dataclass
 class MetricSpec:
+    """One `metric_list` entry: the metric's name, its aggregation, its direction and its options."""
+
     metric: str
     aggregation: str = "mean"
     higher_is_better: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, item: dict[str, Any]) -> "MetricSpec":
+        """An entry as the YAML writes it; `higher_is_better` defaults to the metric table's (perplexities:
+        False), other keys are the metric's options (e.g. `ignore_case` of `exact_match`)."""
+        options = {k: v for k, v in item.items() if k not in ("metric", "aggregation", "higher_is_better")}
+        return cls(
+            metric=item["metric"],
+            aggregation=item.get("aggregation", "mean"),
+            higher_is_better=bool(item.get("higher_is_better", default_higher_is_better(item["metric"]))),
+            options=options,
+        )
 
 
 @dataclass
@@ -34,7 +52,7 @@ class TaskSpec:
     """
 
     task: str
-    output_type: str
+    output_type: OutputType
     doc_to_text: str
     doc_to_target: Union[str, int]
     dataset_path: str = "json"
@@ -91,6 +109,32 @@ class TaskSpec:
         out["source"] = str(self.source) if self.source else None
         return out
 
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "TaskSpec":
+        """A task YAML (with its `include:` files); a group YAML is an error."""
+        spec = load_spec(path)
+        if isinstance(spec, GroupSpec):
+            raise TaskSpecError(f"{path}: is a group YAML, expected a single task")
+        return spec
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: Path) -> "TaskSpec":
+        """Validate a parsed YAML mapping (read from `path`), with one clear error per problem."""
+        known = _check_required_fields(raw, path)
+        _check_field_types(raw, path)
+        metrics = []
+        for i, item in enumerate(raw.get("metric_list", [])):
+            if not isinstance(item, dict) or "metric" not in item:
+                raise _error(path, f"metric_list[{i}]", "a mapping with a 'metric' key", item)
+            metrics.append(MetricSpec.from_dict(item))
+        values = {k: v for k, v in raw.items() if k in known and k != "metric_list"}
+        version = raw.get("metadata", {}).get("version") if isinstance(raw.get("metadata"), dict) else None
+        if version is not None:
+            values.setdefault("version", version)
+        spec = cls(**values, metric_list=metrics, source=path)
+        spec.evaluated_split  # noqa: B018 - raises now, before any model loads, when no split can be chosen
+        return spec
+
 
 def _error(path: Path, key: str, expected: str, got: Any) -> TaskSpecError:
     return TaskSpecError(f"{path}: field '{key}': expected {expected}, got {got!r}")
@@ -107,8 +151,8 @@ def check_name(path: Path, key: str, name: Any) -> None:
         raise _error(path, key, "a non-empty name without '/', '\\' or '..'", name)
 
 
-def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
-    """Validate a parsed YAML mapping into a `TaskSpec`, with one clear error per problem."""
+def _check_required_fields(raw: Any, path: Path) -> set[str]:
+    """Raise on a missing or unknown field, or a bad name or output type; returns the known field names."""
     if not isinstance(raw, dict):
         raise TaskSpecError(f"{path}: expected a mapping of task fields at the top level, got {type(raw).__name__}")
     known = {f.name for f in fields(TaskSpec)} - {"source"}
@@ -124,6 +168,11 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
         raise _error(path, "output_type", f"one of {list(OUTPUT_TYPES)}", raw["output_type"])
     if raw["output_type"] == "multiple_choice" and raw.get("doc_to_choice") is None:
         raise TaskSpecError(f"{path}: field 'doc_to_choice' is required when output_type is multiple_choice")
+    return known
+
+
+def _check_field_types(raw: dict[str, Any], path: Path) -> None:
+    """Raise on the first optional field whose value has the wrong type or range."""
     _check_type(path, raw, "doc_to_text", (str,), "a column name or Jinja2 template (string)")
     _check_type(path, raw, "doc_to_target", (str, int), "a column name, Jinja2 template or integer")
     _check_type(path, raw, "doc_to_choice", (str, list), "a column name, Jinja2 template or list of strings")
@@ -153,27 +202,6 @@ def parse_task_spec(raw: Any, path: Path) -> TaskSpec:
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):
             raise _error(path, key, "a non-negative integer" if key == "num_fewshot" else "a positive integer", raw[key])
 
-    metrics = []
-    for i, item in enumerate(raw.get("metric_list", [])):
-        if not isinstance(item, dict) or "metric" not in item:
-            raise _error(path, f"metric_list[{i}]", "a mapping with a 'metric' key", item)
-        extra = {k: v for k, v in item.items() if k not in ("metric", "aggregation", "higher_is_better")}
-        metrics.append(
-            MetricSpec(
-                metric=item["metric"],
-                aggregation=item.get("aggregation", "mean"),
-                higher_is_better=bool(item.get("higher_is_better", True)),
-                options=extra,
-            )
-        )
-    values = {k: v for k, v in raw.items() if k in known and k != "metric_list"}
-    version = raw.get("metadata", {}).get("version") if isinstance(raw.get("metadata"), dict) else None
-    if version is not None:
-        values.setdefault("version", version)
-    spec = TaskSpec(**values, metric_list=metrics, source=path)
-    spec.evaluated_split  # noqa: B018 - raises now, before any model loads, when no split can be chosen
-    return spec
-
 
 @dataclass
 class GroupSpec:
@@ -185,10 +213,35 @@ class GroupSpec:
     source: Optional[Path] = None
 
     def weight_by_size(self, metric: str) -> bool:
+        """Whether the group's `metric` is the mean over all documents (True, the default) or the plain
+        mean of its subtasks' scores (an `aggregate_metric_list` entry with `weight_by_size: false`)."""
         for item in self.aggregate_metric_list:
             if item.get("metric") == metric:
                 return bool(item.get("weight_by_size", True))
         return True
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "GroupSpec":
+        """A group YAML; a task YAML is an error."""
+        spec = load_spec(path)
+        if isinstance(spec, TaskSpec):
+            raise TaskSpecError(f"{path}: is a task YAML, expected a group (a `group:` name and a list under `task:`)")
+        return spec
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: Path) -> "GroupSpec":
+        """Validate a parsed group YAML mapping (read from `path`)."""
+        tasks = raw.get("task")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise _error(path, "task", "a non-empty list of subtask names or YAML paths for a group", tasks)
+        unknown = sorted(set(raw) - {"group", "task", "aggregate_metric_list", "metadata", "group_alias"})
+        if unknown:
+            raise TaskSpecError(f"{path}: unknown group field(s) {unknown}; known: group, task, aggregate_metric_list, metadata")
+        metrics = raw.get("aggregate_metric_list", [])
+        if not isinstance(metrics, list) or not all(isinstance(m, dict) and "metric" in m for m in metrics):
+            raise _error(path, "aggregate_metric_list", "a list of {metric: name, weight_by_size: bool}", metrics)
+        check_name(path, "group", raw["group"])
+        return cls(group=raw["group"], task=tasks, aggregate_metric_list=metrics, source=path)
 
 
 def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -240,31 +293,14 @@ def _absolute_files(files: Any, folder: Path) -> Any:
     return files
 
 
-def parse_group_spec(raw: dict[str, Any], path: Path) -> GroupSpec:
-    tasks = raw.get("task")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise _error(path, "task", "a non-empty list of subtask names or YAML paths for a group", tasks)
-    unknown = sorted(set(raw) - {"group", "task", "aggregate_metric_list", "metadata", "group_alias"})
-    if unknown:
-        raise TaskSpecError(f"{path}: unknown group field(s) {unknown}; known: group, task, aggregate_metric_list, metadata")
-    metrics = raw.get("aggregate_metric_list", [])
-    if not isinstance(metrics, list) or not all(isinstance(m, dict) and "metric" in m for m in metrics):
-        raise _error(path, "aggregate_metric_list", "a list of {metric: name, weight_by_size: bool}", metrics)
-    check_name(path, "group", raw["group"])
-    return GroupSpec(group=raw["group"], task=tasks, aggregate_metric_list=metrics, source=path)
-
-
 def load_spec(path: Union[str, Path]) -> Union[TaskSpec, GroupSpec]:
     """A task or a group YAML (a group has a `group:` key and a list of subtasks under `task:`)."""
     path = Path(path)
     raw = read_yaml(path)
     if "group" in raw and isinstance(raw.get("task"), list):
-        return parse_group_spec(raw, path)
-    return parse_task_spec(raw, path)
+        return GroupSpec.from_dict(raw, path)
+    return TaskSpec.from_dict(raw, path)
 
 
-def load_task_spec(path: Union[str, Path]) -> TaskSpec:
-    spec = load_spec(path)
-    if isinstance(spec, GroupSpec):
-        raise TaskSpecError(f"{path}: is a group YAML, expected a single task")
-    return spec
+# The name callers outside `tasks/` (tests/test_builtin_benchmarks.py) still use for `TaskSpec.from_yaml`.
+load_task_spec = TaskSpec.from_yaml

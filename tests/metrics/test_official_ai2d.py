@@ -16,7 +16,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate, parse_choice_letter
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 READS_MORE = "departure: the shared parser also reads this form"
 
@@ -110,7 +110,7 @@ DOC = {"question": "Which stage comes first?", "options": ["egg", "larva", "pupa
 
 @lru_cache(maxsize=1)
 def task() -> Task:
-    return Task(load_task_spec(available_tasks()["ai2d"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["ai2d"]))
 
 
 def pipeline_score(ai2d: Task, response: str, target: str) -> float:

@@ -15,7 +15,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 INF = float("inf")
 NAN = float("nan")
@@ -71,7 +71,7 @@ CASES = [
 
 @lru_cache(maxsize=None)
 def builtin(name: str) -> Task:
-    return Task(load_task_spec(available_tasks()[name]))
+    return Task(TaskSpec.from_yaml(available_tasks()[name]))
 
 
 def arc_doc(texts: list[str], labels: list[str], key: str, question: str = "Which is right?") -> dict:

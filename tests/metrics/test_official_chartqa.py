@@ -12,7 +12,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate, relaxed_accuracy
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 # (prediction, target, official score)
 CASES = [
@@ -127,7 +127,7 @@ def test_relaxed_accuracy_rejects_no_target() -> None:
 
 def test_chartqa_task_aggregates_overall_and_per_split() -> None:
     """Eight documents through the shipped task, as the pipeline scores them."""
-    task = Task(load_task_spec(available_tasks()["chartqa"]))
+    task = Task(TaskSpec.from_yaml(available_tasks()["chartqa"]))
     answers = [  # (split, gold, generation, correct)
         ("human_test", "42", "43", 1),  # 2.4 % off
         ("human_test", "42", "45", 0),  # 7.1 % off

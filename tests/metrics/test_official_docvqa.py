@@ -14,7 +14,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate, anls
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 COMPANY = ["ACME corp.", "Acme Corporation"]
 
@@ -90,7 +90,7 @@ def test_anls_threshold_is_a_parameter() -> None:
 
 def test_docvqa_task_aggregates_anls() -> None:
     """Six documents through the shipped task, as the pipeline scores them."""
-    task = Task(load_task_spec(available_tasks()["docvqa_val"]))
+    task = Task(TaskSpec.from_yaml(available_tasks()["docvqa_val"]))
     answers = [  # (answers, generation, official per-question ANLS)
         (COMPANY, "Acme corp", 0.9),
         (COMPANY, "Acme Corporation", 1.0),

@@ -16,7 +16,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.gqa.utils import score
 
 # (prediction, answer, official, lmms_eval)
@@ -80,7 +80,7 @@ CASES = [
 
 @lru_cache(maxsize=1)
 def task() -> Task:
-    return Task(load_task_spec(available_tasks()["gqa"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["gqa"]))
 
 
 @pytest.mark.parametrize(("prediction", "answer", "official", "lmms_eval"), CASES)

@@ -14,7 +14,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.hellaswag.utils import preprocess
 
 INF = float("inf")
@@ -67,7 +67,7 @@ def test_preprocess_as_lm_eval(text: str, expected: str) -> None:
 
 @lru_cache(maxsize=None)
 def hellaswag() -> Task:
-    return Task(load_task_spec(available_tasks()["hellaswag"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["hellaswag"]))
 
 
 def hs_doc(ctx_a: str, ctx_b: str, endings: list[str], label: int, activity: str = "Roof shingle removal") -> dict:

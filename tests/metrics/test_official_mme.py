@@ -18,7 +18,7 @@ from functools import lru_cache
 import pytest
 
 from lmm_lightning.metrics import aggregate
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.mme.utils import parse_pred_ans
 
 # (response, official, lmms_eval)
@@ -120,7 +120,7 @@ CASES = [
 
 @lru_cache(maxsize=None)
 def mme_task() -> Task:
-    return Task(load_task_spec(available_tasks()["mme"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["mme"]))
 
 
 def score(response: str, gold: str, category: str = "existence", image: str = "existence/0001.jpg") -> dict:

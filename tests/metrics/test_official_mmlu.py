@@ -15,7 +15,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 INF = float("inf")
 NAN = float("nan")
@@ -68,7 +68,7 @@ CASES = [
 
 @lru_cache(maxsize=None)
 def builtin(name: str = "mmlu_anatomy", num_fewshot: int = 0) -> Task:
-    return Task(dataclasses.replace(load_task_spec(available_tasks()[name]), num_fewshot=num_fewshot))
+    return Task(dataclasses.replace(TaskSpec.from_yaml(available_tasks()[name]), num_fewshot=num_fewshot))
 
 
 def mmlu_doc(answer: int, question: str = " Which organ pumps blood? ", choices: tuple = ("lung", "heart", "liver", "skin")) -> dict:

@@ -21,7 +21,7 @@ import pytest
 import lmm_lightning.metrics.sample as sample
 import lmm_lightning.tasks.builtin.mmmu.utils as mmmu
 from lmm_lightning.metrics import aggregate
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 OPTIONS = ["DNA", "RNA", "protein", "lipid", "starch"]
 
@@ -236,7 +236,7 @@ CORPUS = [
     ],
 )
 def test_corpus_scores(name: str, expected: dict[str, float]) -> None:
-    task = Task(load_task_spec(available_tasks()[name]))
+    task = Task(TaskSpec.from_yaml(available_tasks()[name]))
     scores = [task.score_value(doc, response) for doc, response in CORPUS]
     for metric, value in expected.items():
         assert aggregate(task.aggregation(metric), [s[metric] for s in scores], 0, 0).value == pytest.approx(value)

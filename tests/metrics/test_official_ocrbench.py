@@ -13,7 +13,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.ocrbench.utils import contains_answer
 
 # (prediction, answers, dataset, official)
@@ -78,7 +78,7 @@ CASES = [
 
 @lru_cache(maxsize=1)
 def task() -> Task:
-    return Task(load_task_spec(available_tasks()["ocrbench"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["ocrbench"]))
 
 
 @pytest.mark.parametrize(("prediction", "answers", "dataset", "official"), CASES)

@@ -14,7 +14,7 @@ from functools import lru_cache
 import pytest
 
 from lmm_lightning.metrics import aggregate, yes_no
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 # (response, gold, official_read, official, lmms_eval)
 CASES = [
@@ -113,7 +113,7 @@ CASES = [
 
 @lru_cache(maxsize=None)
 def pope_task() -> Task:
-    return Task(load_task_spec(available_tasks()["pope"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["pope"]))
 
 
 def score(response: str, gold: str, question_id: str = "0") -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.scienceqa.utils import doc_to_target, score
 
 READS_MORE = "departure: the shared parser also reads this form"
@@ -114,7 +114,7 @@ def doc(options: int, target: str) -> dict:
 
 @lru_cache(maxsize=1)
 def task() -> Task:
-    return Task(load_task_spec(available_tasks()["scienceqa_img"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["scienceqa_img"]))
 
 
 @pytest.mark.parametrize(("response", "options", "target", "official", "ours", "why"), CASES)

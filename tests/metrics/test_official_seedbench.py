@@ -16,7 +16,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 from lmm_lightning.tasks.builtin.seedbench.utils import score
 
 READS_MORE = "departure: the shared parser also reads this form"
@@ -111,7 +111,7 @@ DOC = {"question": "What color is it?", "choice_a": "blue", "choice_b": "red", "
 
 @lru_cache(maxsize=1)
 def task() -> Task:
-    return Task(load_task_spec(available_tasks()["seedbench"]))
+    return Task(TaskSpec.from_yaml(available_tasks()["seedbench"]))
 
 
 @pytest.mark.parametrize(("response", "official", "ours", "why"), CASES)

@@ -14,7 +14,7 @@ import pytest
 
 from lmm_lightning.metrics import aggregate, normalize_textvqa_answer, textvqa_accuracy, vqa_accuracy
 from lmm_lightning.requests import Response
-from lmm_lightning.tasks import Task, available_tasks, load_task_spec
+from lmm_lightning.tasks import Task, TaskSpec, available_tasks
 
 STOP = ["stop"] * 7 + ["stop sign"] * 3
 
@@ -127,7 +127,7 @@ def test_textvqa_is_not_scored_with_the_vqa_v2_processing() -> None:
 
 def test_textvqa_task_aggregates_accuracy() -> None:
     """Six documents through the shipped task, as the pipeline scores them."""
-    task = Task(load_task_spec(available_tasks()["textvqa_val"]))
+    task = Task(TaskSpec.from_yaml(available_tasks()["textvqa_val"]))
     answers = [  # (answers, generation, official score)
         (STOP, "Stop.", 1.0),
         (STOP, "stop sign", 0.9),

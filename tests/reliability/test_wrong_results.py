@@ -18,7 +18,7 @@ from lmm_lightning.evaluation.failfast import first_difference, request_digest
 from lmm_lightning.evaluation.results import samples_jsonl, strict_json
 from lmm_lightning.evaluation.scoring import Integrity, scoreable, score_task
 from lmm_lightning.models import HFCausalLM
-from lmm_lightning.models.hf_causal import request_seed
+from lmm_lightning.models.generation import request_seed
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
 from reliability.test_hangs import TESTS, run_eval, write_config
 
