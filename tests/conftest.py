@@ -1,11 +1,8 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fixtures import build_tiny_model, write_tiny_tasks  # noqa: E402
+from tests.fixtures import build_tiny_model, write_tiny_tasks
 
 
 @pytest.fixture(scope="session")

@@ -302,5 +302,5 @@ def load_spec(path: Union[str, Path]) -> Union[TaskSpec, GroupSpec]:
     return TaskSpec.from_dict(raw, path)
 
 
-# The name callers outside `tasks/` (tests/test_builtin_benchmarks.py) still use for `TaskSpec.from_yaml`.
+# The name callers outside `tasks/` (tests/integration/test_builtin_benchmarks.py) still use for `TaskSpec.from_yaml`.
 load_task_spec = TaskSpec.from_yaml

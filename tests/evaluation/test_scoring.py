@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from evaluation.builder import QUESTIONS, HERE, gold, make_benchmark, make_group, make_settings, make_task, respond
+from tests.evaluation.builder import QUESTIONS, HERE, gold, make_benchmark, make_group, make_settings, make_task, respond
 
 from lmm_lightning.evaluation.result import MetricKey
 from lmm_lightning.evaluation.results import build_results

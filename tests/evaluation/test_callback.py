@@ -3,7 +3,7 @@
 import json
 from datetime import timedelta
 
-from evaluation.builder import QUESTIONS, gold, make_benchmark, make_group, make_settings, make_task, respond
+from tests.evaluation.builder import QUESTIONS, gold, make_benchmark, make_group, make_settings, make_task, respond
 
 from lmm_lightning.cli import strategy_with_timeout
 from lmm_lightning.evaluation.gather import ResponseCollector

@@ -1,7 +1,7 @@
 """Vision-language models: batching never changes an answer, images reach the model, and easy-VQA runs
 end to end with the same outputs on 1 and 2 processes.
 
-Models are a tiny random LLaVA and a tiny random Qwen2-VL built offline (tests/fixtures_vision.py).
+Models are a tiny random LLaVA and a tiny random Qwen2-VL built offline (tests/fixtures/vision.py).
 """
 
 import json
@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 import lmm_lightning.models.hf_vision as hf_vision
-from fixtures_vision import build_tiny_llava, build_tiny_qwen2_vl, qwen2_vl_processor
+from tests.fixtures.vision import build_tiny_llava, build_tiny_qwen2_vl, qwen2_vl_processor
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.data.datamodule import RequestDataset
 from lmm_lightning.data.sampler import PaddedDistributedSampler
@@ -247,7 +247,7 @@ def test_easy_vqa_two_processes_match_one(tmp_path, vlm_config, single_vlm):
 
 def test_demo_config_runs(tmp_path, tiny_llava):
     """configs/demo_vlm.yaml as shipped (images decoded in 2 loader workers), on the tiny LLaVA and 4 documents."""
-    config = Path(__file__).parent.parent / "configs" / "demo_vlm.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "demo_vlm.yaml"
     got = run_cli(tmp_path, config, "--model.init_args.pretrained", str(tiny_llava), "--data.init_args.limit", "4")
     assert got["doc"]["n-samples"]["easy_vqa_gen"] == {"original": 9673, "effective": 4}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_end_to_end import outputs
+from tests.integration.test_end_to_end import outputs
 
-TESTS = Path(__file__).parent
+REPO = Path(__file__).resolve().parents[2]  # on PYTHONPATH: the tests package and its fixtures
 
 
 def config(folder: Path, tiny_model: Path, tiny_tasks: Path, model: str = "lmm_lightning.models.HFCausalLM", **model_args) -> Path:
@@ -34,7 +34,7 @@ def launch(cfg: Path, out: Path, devices: int, timeout: float = 240) -> subproce
     command = [sys.executable, "-m", "lmm_lightning", "predict", "--config", str(cfg), "--evaluation.output_dir", str(out)]
     if devices > 1:
         command += ["--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=out.parent)
 
 
@@ -55,7 +55,7 @@ TOTAL_REQUESTS = 13 * 3 + 13
 
 @pytest.mark.parametrize("resume_devices", [2, 1])
 def test_sigkill_one_rank_then_resume(tmp_path, tiny_model, tiny_tasks, reference, resume_devices):
-    faulty = config(tmp_path, tiny_model, tiny_tasks, model="faulty.FaultyLM", fail_rank=1, fail_at_batch=4, mode="kill", delay_s=0.2)
+    faulty = config(tmp_path, tiny_model, tiny_tasks, model="tests.fixtures.faulty.FaultyLM", fail_rank=1, fail_at_batch=4, mode="kill", delay_s=0.2)
     out = tmp_path / "out"
     start = time.monotonic()
     crashed = launch(faulty, out, devices=2)
@@ -77,7 +77,7 @@ def test_sigkill_one_rank_then_resume(tmp_path, tiny_model, tiny_tasks, referenc
 
 
 def test_exception_on_rank_one_ends_both_ranks_fast(tmp_path, tiny_model, tiny_tasks):
-    faulty = config(tmp_path, tiny_model, tiny_tasks, model="faulty.FaultyLM", fail_rank=1, fail_at_batch=2, delay_s=0.3)
+    faulty = config(tmp_path, tiny_model, tiny_tasks, model="tests.fixtures.faulty.FaultyLM", fail_rank=1, fail_at_batch=2, delay_s=0.3)
     start = time.monotonic()
     result = launch(faulty, tmp_path / "out", devices=2, timeout=120)
     elapsed = time.monotonic() - start

@@ -21,7 +21,7 @@ import yaml
 from lmm_lightning.evaluation import failfast
 from lmm_lightning.evaluation.failfast import DONE, GATHERING, LOADED, LOADING, PREDICTING, FailFast, Peer
 
-TESTS = Path(__file__).parents[1]
+REPO = Path(__file__).resolve().parents[3]  # on PYTHONPATH: the tests package and its fixtures
 HANG_S = 600  # a hang lasts this long; a run that ends well before it was stopped by the watcher
 STALL_S = 3
 
@@ -41,7 +41,7 @@ class Run:
 
 def write_config(
     folder: Path, tiny_model: Path, tiny_tasks: Path, tasks: tuple = ("tiny_mc.yaml", "tiny_gen.yaml"),
-    model: str = "faulty.FaultyLM", batch_size: int = 4, **model_args: Any,
+    model: str = "tests.fixtures.faulty.FaultyLM", batch_size: int = 4, **model_args: Any,
 ) -> Path:
     doc = {
         "model": {"class_path": model, "init_args": {"pretrained": str(tiny_model), **model_args}},
@@ -67,7 +67,7 @@ def run_eval(
     command += ["--config", str(cfg), "--evaluation.output_dir", str(out), *extra]
     if devices > 1 and launcher is None:
         command += ["--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1", **(env or {})}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})}
     start = time.monotonic()
     proc = subprocess.Popen(
         command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out.parent,

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from lightning.pytorch import Trainer
 
-from fixtures import COUNTRIES, build_tiny_model
+from tests.fixtures import COUNTRIES, build_tiny_model
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.data.sampler import BatchIndex, plan_rank
 from lmm_lightning.evaluation import EvaluationCallback
@@ -35,9 +35,9 @@ from lmm_lightning.evaluation.store import ResponseStore, StoreWarning, config_d
 from lmm_lightning.models import HFCausalLM
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.requests import Request, RequestType, Response
-from test_end_to_end import outputs
+from tests.integration.test_end_to_end import outputs
 
-TESTS = Path(__file__).parents[1]
+REPO = Path(__file__).resolve().parents[3]  # on PYTHONPATH: the tests package and its fixtures
 CAPITALS = [capital for _, capital in COUNTRIES]
 TOTAL = 13 * 3 + 13  # tiny_mc: 13 documents of 3 choices; tiny_gen: 13 documents
 
@@ -385,7 +385,7 @@ def command(cfg: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "lmm_lightning", "predict", "--config", str(cfg), "--evaluation.output_dir", str(out)]
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def launch(cfg: Path, out: Path, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The shipped hub benchmarks (MME, POPE, MMMU, ..., MMLU, ARC, HellaSwag).
 
-Each runs end to end in-process on a few local rows with the real columns (tests/fixtures_benchmarks.py),
+Each runs end to end in-process on a few local rows with the real columns (tests/fixtures/benchmarks.py),
 vision tasks with a tiny random LLaVA and text tasks with the tiny text model, through child YAMLs that
 include the shipped ones; the per-document scoring is checked on crafted answers against hand-computed values.
 """
@@ -21,10 +21,10 @@ import lmm_lightning.tasks.builtin.ocrbench.utils as ocrbench
 import lmm_lightning.tasks.builtin.pope.utils as pope
 import lmm_lightning.tasks.builtin.scienceqa.utils as scienceqa
 import lmm_lightning.tasks.builtin.seedbench.utils as seedbench
-from fixtures_benchmarks import (
+from tests.fixtures.benchmarks import (
     GQA_IMAGES, HELLASWAG_DOCS, MMLU_DOCS, gqa_rows, mmmu_rows, write_parquet, write_text_benchmarks, write_vision_benchmarks,
 )
-from fixtures_vision import build_tiny_llava
+from tests.fixtures.vision import build_tiny_llava
 from lmm_lightning.cli import list_tasks
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.evaluation import EvaluationCallback

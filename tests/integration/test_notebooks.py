@@ -10,7 +10,7 @@ import matplotlib  # noqa: F401
 import nbclient
 import nbformat
 
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def execute(name: str, folder: Path, overrides: str) -> dict:

@@ -20,14 +20,14 @@ from lmm_lightning.evaluation.scoring import Integrity, scoreable, score_task
 from lmm_lightning.models import HFCausalLM
 from lmm_lightning.models.generation import request_seed
 from lmm_lightning.requests import GenerationSpec, Request, RequestType, Response
-from reliability.test_hangs import TESTS, run_eval, write_config
+from tests.integration.reliability.test_hangs import REPO, run_eval, write_config
 
 import torch
 
 
 @pytest.fixture(autouse=True)
 def tests_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS))  # faulty.py: the model and the task functions
+    monkeypatch.syspath_prepend(str(REPO))  # faulty.py: the model and the task functions
 
 
 def task_yaml(folder: Path, tiny_tasks: Path, name: str, generation: bool = False, **fields: Any) -> Path:
@@ -61,7 +61,7 @@ def strict_load(text: str) -> Any:
 def test_a_process_results_that_raises_names_task_doc_and_cause_in_one_line(tmp_path, tiny_model, tiny_tasks, capsys):
     task = task_yaml(
         tmp_path, tiny_tasks, "tiny_scored", generation=True,
-        process_results="faulty:raising_process_results", metric_list=[{"metric": "acc"}],
+        process_results="tests.fixtures.faulty:raising_process_results", metric_list=[{"metric": "acc"}],
     )
     cfg = write_config(tmp_path, tiny_model, tiny_tasks, tasks=(str(task),), model="lmm_lightning.models.HFCausalLM")
     with pytest.raises(SystemExit) as exit_info:
@@ -70,7 +70,7 @@ def test_a_process_results_that_raises_names_task_doc_and_cause_in_one_line(tmp_
     assert exit_info.value.code == 2, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("lmm-lightning:")]
     assert lines == [
-        f"lmm-lightning: error: task 'tiny_scored' ({task}), doc_id 3: process_results (faulty:raising_process_results) "
+        f"lmm-lightning: error: task 'tiny_scored' ({task}), doc_id 3: process_results (tests.fixtures.faulty:raising_process_results) "
         "failed: ZeroDivisionError: division by zero"
     ], err[-3000:]
     assert "Traceback" not in err
@@ -79,7 +79,7 @@ def test_a_process_results_that_raises_names_task_doc_and_cause_in_one_line(tmp_
 
 # --- every rank builds the same request list ------------------------------------------------------------
 def test_ranks_with_a_different_choice_order_are_refused_naming_the_document(tmp_path, tiny_model, tiny_tasks):
-    task = task_yaml(tmp_path, tiny_tasks, "tiny_choices", doc_to_choice="faulty:choices_by_rank")
+    task = task_yaml(tmp_path, tiny_tasks, "tiny_choices", doc_to_choice="tests.fixtures.faulty:choices_by_rank")
     cfg = write_config(tmp_path, tiny_model, tiny_tasks, tasks=(str(task),), model="lmm_lightning.models.HFCausalLM")
     run = run_eval(cfg, tmp_path / "out")
     assert run.returncode == 2, run.stderr[-3000:]
@@ -92,7 +92,7 @@ def test_ranks_with_a_different_choice_order_are_refused_naming_the_document(tmp
 
 
 def test_ranks_with_a_different_row_order_are_refused_naming_the_document(tmp_path, tiny_model, tiny_tasks):
-    task = task_yaml(tmp_path, tiny_tasks, "tiny_rows", dataset_path="faulty:rows_by_rank", data_files=None, test_split="train")
+    task = task_yaml(tmp_path, tiny_tasks, "tiny_rows", dataset_path="tests.fixtures.faulty:rows_by_rank", data_files=None, test_split="train")
     cfg = write_config(tmp_path, tiny_model, tiny_tasks, tasks=(str(tiny_tasks / "tiny_gen.yaml"), str(task)))
     run = run_eval(cfg, tmp_path / "out", env={"FAULTY_DOCS": str(tiny_tasks / "docs.jsonl")})
     assert run.returncode == 2, run.stderr[-3000:]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import bootstrap as bench_bootstrap  # noqa: E402

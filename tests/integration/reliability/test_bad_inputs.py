@@ -20,7 +20,7 @@ import yaml
 
 from lmm_lightning.cli import main
 
-TESTS = Path(__file__).parent.parent
+REPO = Path(__file__).resolve().parents[3]  # on PYTHONPATH: the tests package and its fixtures
 MC = (
     "task: {name}\ndataset_path: json\ndata_files: {docs}\noutput_type: multiple_choice\n"
     "doc_to_text: 'Q: {{country}}?'\ndoc_to_choice: choices\ndoc_to_target: answer\n"
@@ -242,7 +242,7 @@ SKIP = {
 
 @pytest.fixture(autouse=True)
 def tests_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.syspath_prepend(str(REPO))
 
 
 @pytest.fixture
@@ -307,7 +307,7 @@ def test_the_weights_detector_sees_a_load(tmp_path, tiny_model, tiny_tasks, caps
 
 # --- real processes ---------------------------------------------------------------------------------
 def launch(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "lmm_lightning", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from lmm_lightning.cli import main
 
-TESTS = Path(__file__).parent
+REPO = Path(__file__).resolve().parents[2]  # on PYTHONPATH: the tests package and its fixtures
 GOOD_MC = (
     "task: {name}\ndataset_path: json\ndata_files: {docs}\noutput_type: multiple_choice\n"
     "doc_to_text: 'Q: {{{{country}}}}?'\ndoc_to_choice: choices\ndoc_to_target: answer\n"
@@ -113,7 +113,7 @@ CASES = {
     "generation not a string": (
         {
             "set": {
-                "model.class_path": "faulty.FaultyLM",
+                "model.class_path": "tests.fixtures.faulty.FaultyLM",
                 "model.init_args.mode": "none_text",
                 "model.init_args.fail_rank": 0,
                 "data.init_args.tasks": [],
@@ -127,7 +127,7 @@ CASES = {
 
 @pytest.fixture(autouse=True)
 def tests_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.syspath_prepend(str(REPO))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -153,7 +153,7 @@ def test_table_has_at_least_25_cases():
 def test_bad_input_as_a_real_process(name, tmp_path, tiny_model, tiny_tasks):
     case, expected = CASES[name]
     args = setup_case(tmp_path, tiny_model, tiny_tasks, case)
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "lmm_lightning", *args], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("lmm-lightning: error:")

@@ -11,7 +11,7 @@ from lmm_lightning.data.sampler import plan_rank
 from lmm_lightning.models import HFCausalLM
 from lmm_lightning.models.sharding import NoSplitModulesPolicy, shard_plan
 
-from test_sampler import make_requests
+from tests.data.test_sampler import make_requests
 
 
 def test_sharding_plan_wraps_each_decoder_layer(tiny_model):
@@ -22,7 +22,7 @@ def test_sharding_plan_wraps_each_decoder_layer(tiny_model):
 
 
 def test_sharding_plan_of_a_vision_language_model(tmp_path):
-    from fixtures_vision import build_tiny_llava
+    from tests.fixtures.vision import build_tiny_llava
     from transformers import AutoModelForImageTextToText
 
     folder = build_tiny_llava(tmp_path / "llava")

@@ -1,16 +1,16 @@
-"""What a user sees of an evaluation is byte-for-byte what tests/snapshot.json recorded.
+"""What a user sees of an evaluation is byte-for-byte what tests/fixtures/snapshot.json recorded.
 
 A refactor must not change results.json, the samples files, the printed table or what the loggers get on any
-shipped benchmark's fixture. A deliberate change of outputs regenerates the snapshot (`python tests/snapshot.py`)
+shipped benchmark's fixture. A deliberate change of outputs regenerates the snapshot (`python -m tests.fixtures.snapshot`)
 in the same commit, so the diff of snapshot.json shows exactly what users will see change.
 """
 
 import json
 from pathlib import Path
 
-from snapshot import dumps, snapshot
+from tests.fixtures.snapshot import dumps, snapshot
 
-RECORDED = Path(__file__).parent / "snapshot.json"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "snapshot.json"
 
 
 def test_outputs_are_byte_for_byte_the_recorded_ones(tmp_path):

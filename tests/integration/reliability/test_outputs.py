@@ -18,7 +18,7 @@ import pytest
 
 from lmm_lightning.cli import main
 from lmm_lightning.evaluation import results
-from reliability.test_resume import ENV, Config, assert_same_outputs, evaluate, fresh, write_config  # noqa: F401 (fresh: a fixture)
+from tests.integration.reliability.test_resume import ENV, Config, assert_same_outputs, evaluate, fresh, write_config  # noqa: F401 (fresh: a fixture)
 
 TASKS = ["tiny_mc", "tiny_gen"]
 

@@ -12,7 +12,7 @@ from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.metrics.groups import pooled_stderr
 from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, TaskSpecError, resolve
 
-from test_end_to_end import cli, outputs, run
+from tests.integration.test_end_to_end import cli, outputs, run
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from evaluation.builder import QUESTIONS, make_benchmark, make_group, make_settings, make_task, respond
+from tests.evaluation.builder import QUESTIONS, make_benchmark, make_group, make_settings, make_task, respond
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -129,7 +129,7 @@ def test_csv_logger_gets_the_metrics_and_hparams(logged):
 
 
 def test_vision_samples_are_logged_as_captioned_images(tmp_path):
-    from fixtures_vision import build_tiny_llava
+    from tests.fixtures.vision import build_tiny_llava
 
     model = HFVisionLM(str(build_tiny_llava(tmp_path / "llava")), use_chat_template=False)
     tb = TensorBoardLogger(str(tmp_path / "tb"), name="vlm")

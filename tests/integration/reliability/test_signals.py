@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from reliability.test_hangs import HANG_S, Run, run_eval, write_config
+from tests.integration.reliability.test_hangs import HANG_S, Run, run_eval, write_config
 
 BIN = Path(sys.executable).parent
 SIGTERM_EXIT = 128 + signal.SIGTERM
