@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.loading import TaskDocuments, load_documents
-from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler, resolve_batch_size
+from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.requests import Request, RequestType
@@ -300,18 +300,19 @@ class BenchmarkDataModule(LightningDataModule):
             self._connected_batch_size = batch_size
 
     def resolved_batch_size(self) -> BatchSize:
-        """The batch size the sampler plans with: the one `connect` handed over, else `batch_size` as given,
-        where any `auto` is still probed here on the trainer's model (until the caller that loads the
-        model probes it and connects the result)."""
+        """The batch size the sampler plans with: the one `connect` handed over, else `batch_size` as given.
+
+        `auto` is resolved by whoever loads the model (the EvaluationCallback probes it once the model is
+        loaded and connects the result); the data module never reaches into the model itself."""
         if self._connected_batch_size is not None:
             return self._connected_batch_size
-        model = lambda: self.trainer.lightning_module
-        return resolve_batch_size(
-            self.requests,
-            self.batch_size,
-            probe=lambda request: model().find_max_batch_size(request, self.max_batch_size),
-            all_min=lambda size: all_min(size, model().device),
-        )
+        sizes = self.batch_size.values() if isinstance(self.batch_size, dict) else [self.batch_size]
+        if "auto" in sizes:
+            raise InputError(
+                "data.batch_size: 'auto' is probed on the loaded model by the EvaluationCallback; without it, "
+                "resolve it with lmm_lightning.data.resolve_batch_size and hand it over with connect(batch_size=...)"
+            )
+        return self.batch_size
 
     def predict_dataloader(self) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer else 1

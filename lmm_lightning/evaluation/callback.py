@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule, RequestBatch
+from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule, RequestBatch, all_min
+from lmm_lightning.data.sampler import resolve_batch_size
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.loggers import log_results
@@ -46,14 +47,27 @@ def check_non_negative(option: str, value: Any) -> None:
         raise InputError(f"evaluation.{option}: expected a non-negative integer, got {value!r}")
 
 
-def report_when_loaded(pl_module: LightningModule, failfast: FailFast) -> None:
-    """Lightning has no hook between loading the model and the barrier after it: wrap this run's
-    `configure_model` so a rank still loading shows behind the ranks that finished (and waits in that barrier)."""
+def connect_batch_size(datamodule: BenchmarkDataModule, pl_module: LightningModule) -> None:
+    """`batch_size: auto` probed on the loaded model, the smallest answer over all ranks kept, and handed to
+    the data module through its one door (`connect`) before any dataloader exists."""
+    sizes = datamodule.batch_size.values() if isinstance(datamodule.batch_size, dict) else [datamodule.batch_size]
+    if "auto" not in sizes:
+        return
+    probe = lambda request: pl_module.find_max_batch_size(request, datamodule.max_batch_size)
+    resolved = resolve_batch_size(datamodule.requests, datamodule.batch_size, probe, lambda n: all_min(n, pl_module.device))
+    datamodule.connect(batch_size=resolved)
+
+
+def report_when_loaded(pl_module: LightningModule, failfast: FailFast, datamodule: BenchmarkDataModule) -> None:
+    """Lightning has no hook between loading the model and the barrier after it (dataloaders are made next):
+    wrap this run's `configure_model` so a rank still loading shows behind the ranks that finished (and waits
+    in that barrier), and so `batch_size: auto` is probed on the model just loaded."""
     load = pl_module.configure_model
 
     def load_then_report() -> None:
         load()
         failfast.phase(LOADED)
+        connect_batch_size(datamodule, pl_module)
 
     pl_module.configure_model = load_then_report
 
@@ -158,7 +172,7 @@ class EvaluationCallback(Callback):
             for message in scan.warnings(self.store.folder):
                 warnings.warn(message, StoreWarning)
         self.failfast.phase(LOADING)  # the model loads next (configure_model)
-        report_when_loaded(pl_module, self.failfast)
+        report_when_loaded(pl_module, self.failfast, datamodule)
         if trainer.loggers:
             # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
             trainer.enable_autolog_hparams = False

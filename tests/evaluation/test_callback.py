@@ -56,3 +56,20 @@ def test_table_shows_value_stderr_and_interval_per_task_then_group():
     assert lines[3].startswith("|  |  | none |  | acc_norm | ↑ |")
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| t", "| ", "| u", "| ", "| g", "| "]
     assert lines[-2].startswith("| g |  | none |  | acc | ↑ | 0.6667 | ± |")  # no version or n-shot for a group
+
+
+def test_auto_batch_size_is_probed_after_the_model_loads_and_connected(tmp_path, tiny_model, tiny_tasks):
+    """The callback probes `batch_size: auto` on the model it just loaded and hands the sizes over through
+    `connect`; the data module never reaches into the model."""
+    from lightning.pytorch import Trainer
+
+    from lmm_lightning.data import BenchmarkDataModule
+    from lmm_lightning.evaluation import EvaluationCallback
+    from lmm_lightning.models import HFCausalLM
+
+    callback = EvaluationCallback(output_dir=str(tmp_path), bootstrap_iters=10, print_table=False)
+    data = BenchmarkDataModule([str(tiny_tasks / "tiny_mc.yaml")], batch_size="auto", max_batch_size=4)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[callback])
+    trainer.predict(HFCausalLM(str(tiny_model)), data, return_predictions=False)
+    assert data.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 1}
+    assert callback.results["results"]["tiny_mc"]["samples"] == 13

@@ -163,20 +163,21 @@ class _SmallMemoryLM(HFCausalLM):
 
 
 def test_auto_batch_size_finds_the_largest_power_of_two_that_fits(tiny_model, tiny_tasks):
-    from types import SimpleNamespace
-
     from lmm_lightning.data import BenchmarkDataModule
+    from lmm_lightning.errors import InputError
+    from lmm_lightning.evaluation.callback import connect_batch_size
 
     model = _SmallMemoryLM(pretrained=str(tiny_model))
     model.configure_model()
-    dm = BenchmarkDataModule([str(tiny_tasks / "tiny_mc.yaml"), str(tiny_tasks / "tiny_gen.yaml")], batch_size="auto", max_batch_size=64)
-    dm.setup()
-    dm.trainer = SimpleNamespace(lightning_module=model, world_size=1, global_rank=0)
-    assert dm.resolved_batch_size() == {"loglikelihood": 8, "generate_until": 8}
-    dm.max_batch_size = 4
-    assert dm.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 4}
-    dm.batch_size = {"loglikelihood": "auto", "generate_until": 3}
-    assert dm.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 3}
+    tasks = [str(tiny_tasks / "tiny_mc.yaml"), str(tiny_tasks / "tiny_gen.yaml")]
+    resolved = lambda **kwargs: (dm := BenchmarkDataModule(tasks, **kwargs), dm.setup(), connect_batch_size(dm, model))[0].resolved_batch_size()
+    assert resolved(batch_size="auto", max_batch_size=64) == {"loglikelihood": 8, "generate_until": 8}
+    assert resolved(batch_size="auto", max_batch_size=4) == {"loglikelihood": 4, "generate_until": 4}
+    assert resolved(batch_size={"loglikelihood": "auto", "generate_until": 3}, max_batch_size=4) == {"loglikelihood": 4, "generate_until": 3}
+    unresolved = BenchmarkDataModule(tasks, batch_size="auto")
+    unresolved.setup()
+    with pytest.raises(InputError, match="'auto' is probed on the loaded model"):
+        unresolved.resolved_batch_size()
 
 
 def test_generation_kwargs_override_from_the_datamodule(tiny_tasks):
