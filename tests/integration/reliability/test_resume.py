@@ -366,7 +366,7 @@ def test_new_weights_in_the_same_folder_are_not_served_old_answers(mtime, tmp_pa
 # --- two runs on one folder: the second is refused; a dead run's lock goes with it -------------------------
 def write_config(folder: Path, tiny_tasks: Path, config: Config, **model_args) -> Path:
     doc = {
-        "model": {"class_path": "reliability.test_resume.ScriptedLM", "init_args": model_args},
+        "model": {"class_path": "tests.integration.reliability.test_resume.ScriptedLM", "init_args": model_args},
         "data": {
             "class_path": "lmm_lightning.data.BenchmarkDataModule",
             "init_args": {"tasks": [str(tiny_tasks / f"{t}.yaml") for t in config.tasks], **config.data()},
