@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.loading import TaskDocuments, load_documents
-from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler
+from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler, holds_auto
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.requests import Request, RequestType
@@ -293,8 +293,7 @@ class BenchmarkDataModule(LightningDataModule):
         if done_uids is not None:
             self._done_uids = frozenset(done_uids)
         if batch_size is not None:
-            sizes = batch_size.values() if isinstance(batch_size, dict) else [batch_size]
-            if "auto" in sizes:
+            if holds_auto(batch_size):
                 raise ValueError(f"connect: batch_size {batch_size!r} still holds 'auto'; resolve it with resolve_batch_size")
             check_batch_size(batch_size)
             self._connected_batch_size = batch_size
@@ -306,8 +305,7 @@ class BenchmarkDataModule(LightningDataModule):
         loaded and connects the result); the data module never reaches into the model itself."""
         if self._connected_batch_size is not None:
             return self._connected_batch_size
-        sizes = self.batch_size.values() if isinstance(self.batch_size, dict) else [self.batch_size]
-        if "auto" in sizes:
+        if holds_auto(self.batch_size):
             raise InputError(
                 "data.batch_size: 'auto' is probed on the loaded model by the EvaluationCallback; without it, "
                 "resolve it with lmm_lightning.data.resolve_batch_size and hand it over with connect(batch_size=...)"

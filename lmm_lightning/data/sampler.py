@@ -35,6 +35,15 @@ def batch_size_for(batch_size: BatchSize, request_type: RequestType) -> int:
     return size
 
 
+def holds_auto(batch_size: BatchSize) -> bool:
+    """Whether a batch size (one, or one per request type) still has an `auto` to probe.
+
+    >>> holds_auto("auto"), holds_auto({"loglikelihood": 8, "generate_until": "auto"}), holds_auto(8)
+    (True, True, False)
+    """
+    return "auto" in (batch_size.values() if isinstance(batch_size, dict) else [batch_size])
+
+
 def resolve_batch_size(
     requests: Sequence[Request], batch_size: BatchSize, probe: Callable[[Request], int], all_min: Callable[[int], int]
 ) -> BatchSize:
@@ -48,9 +57,9 @@ def resolve_batch_size(
     >>> resolve_batch_size(requests, 4, probe=lambda request: 16, all_min=lambda size: size)
     4
     """
-    sizes = batch_size if isinstance(batch_size, dict) else {t.value: batch_size for t in RequestType}
-    if not any(v == "auto" for v in sizes.values()):
+    if not holds_auto(batch_size):
         return batch_size
+    sizes = batch_size if isinstance(batch_size, dict) else {t.value: batch_size for t in RequestType}
     resolved = {}
     for kind in RequestType:
         size = sizes.get(kind.value, 1)

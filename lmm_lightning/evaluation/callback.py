@@ -8,7 +8,7 @@ from typing import Any, Optional
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule, RequestBatch, all_min
-from lmm_lightning.data.sampler import resolve_batch_size
+from lmm_lightning.data.sampler import holds_auto, resolve_batch_size
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.loggers import log_results
@@ -50,8 +50,7 @@ def check_non_negative(option: str, value: Any) -> None:
 def connect_batch_size(datamodule: BenchmarkDataModule, pl_module: LightningModule) -> None:
     """`batch_size: auto` probed on the loaded model, the smallest answer over all ranks kept, and handed to
     the data module through its one door (`connect`) before any dataloader exists."""
-    sizes = datamodule.batch_size.values() if isinstance(datamodule.batch_size, dict) else [datamodule.batch_size]
-    if "auto" not in sizes:
+    if not holds_auto(datamodule.batch_size):
         return
     probe = lambda request: pl_module.find_max_batch_size(request, datamodule.max_batch_size)
     resolved = resolve_batch_size(datamodule.requests, datamodule.batch_size, probe, lambda n: all_min(n, pl_module.device))
