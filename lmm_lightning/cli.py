@@ -1,278 +1,128 @@
 """`lmm-lightning SUBCOMMAND ...`: one table of subcommands (`SUBCOMMANDS`). `predict` is LightningCLI with
-the evaluation callback built in; `tasks` lists the tasks it can find; `compare` compares two runs."""
+the evaluation callback built in (`lightning_cli.py`), `eval` is the same run spelled with lm-eval's flags
+(`eval_cli.py`), `tasks` lists the tasks it can find, `compare` compares two runs.
+
+This module imports nothing heavy: each subcommand imports what it needs when it runs, so `--help`, `tasks`
+and `compare` start without torch, Lightning, transformers or datasets.
+"""
 
 import difflib
 import importlib
-import inspect
-import os
-import re
 import sys
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
-from jsonargparse import ArgumentError
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import AcceleratorRegistry
-from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, StrategyRegistry
+from lmm_lightning.errors import EXIT_INPUT_ERROR
 
-from lmm_lightning.data import BenchmarkDataModule
-from lmm_lightning.data.datamodule import AgreedInputError
-from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
-from lmm_lightning.evaluation import EvaluationCallback
-from lmm_lightning.evaluation.progress import EvalProgressBar
-from lmm_lightning.models import EvalModule
-from lmm_lightning.models.sharding import NoSplitModulesPolicy
-
-DEFAULT_TIMEOUT_S = 60_000
-TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+# Names that lived here before the Lightning half moved to lightning_cli.py, served from there on first use.
+LIGHTNING_NAMES = {
+    "EvalCLI", "TRAINER_DEFAULTS", "DEFAULT_TIMEOUT_S", "strategy_with_timeout", "with_progress_bar", "one_line",
+    "lightning_cli", "check_trainer_options", "describe_parse_error", "option_names", "task_lists",
+}
 
 
-def strategy_with_timeout(strategy: Any, timeout_s: int) -> Any:
-    """Give the named ddp/fsdp strategies a process-group timeout long enough for big evaluations."""
-    timeout = timedelta(seconds=timeout_s)
-    if strategy == "ddp":
-        return DDPStrategy(timeout=timeout)
-    if strategy == "fsdp":
-        return FSDPStrategy(timeout=timeout, auto_wrap_policy=NoSplitModulesPolicy())
-    return strategy
-
-
-def with_progress_bar(config: dict[str, Any], callbacks: list) -> list:
-    """Add the per-task world progress bar unless progress bars are off or the user chose one."""
-    given = config.get("callbacks") or []
-    given = given if isinstance(given, list) else [given]
-    if config.get("enable_progress_bar") is False or any(isinstance(c, ProgressBar) for c in [*given, *callbacks]):
-        return callbacks
-    return [*callbacks, EvalProgressBar()]
-
-
-def one_line(text: str) -> str:
-    """A message as a single line (library messages often span several)."""
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def launched_by_torchrun() -> bool:
-    return "LOCAL_WORLD_SIZE" in os.environ and "GROUP_RANK" in os.environ
-
-
-# --- trainer options, checked right after parsing (before anything is built or loaded) ---------------
-def check_accelerator(accelerator: Any) -> None:
-    """A named accelerator must exist and be usable here: `gpu` on a machine without one fails now."""
-    if not isinstance(accelerator, str) or accelerator == "auto":
-        return
-    known = sorted(AcceleratorRegistry.available_accelerators())
-    if accelerator == "gpu":
-        usable = any(AcceleratorRegistry[name]["accelerator"].is_available() for name in ("cuda", "mps"))
-    elif accelerator in known:
-        usable = AcceleratorRegistry[accelerator]["accelerator"].is_available()
-    else:
-        raise InputError(f"trainer.accelerator: unknown accelerator {accelerator!r}; expected 'auto', 'gpu' or one of {known}")
-    if not usable:
-        available = [name for name in known if AcceleratorRegistry[name]["accelerator"].is_available()]
-        raise InputError(
-            f"trainer.accelerator: {accelerator!r} is not available on this machine; expected 'auto' or one of {available}"
-        )
-
-
-def check_strategy(strategy: Any) -> None:
-    if not isinstance(strategy, str) or strategy == "auto":
-        return
-    known = StrategyRegistry.available_strategies()
-    if strategy not in known:
-        hint = difflib.get_close_matches(strategy, known, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise InputError(f"trainer.strategy: unknown strategy {strategy!r}{suggestion} (expected 'auto' or one of {known})")
-
-
-def check_trainer_count(option: str, value: Any, allow_all: bool) -> None:
-    """`devices` / `num_nodes` given as a number must be at least 1 (`devices` also takes -1 for all)."""
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return  # 'auto', a list of device indices or "0,1": Lightning checks those against the accelerator
-    if value < 1 and not (allow_all and value == -1):
-        expected = "a positive number of devices, -1 for all, 'auto' or a list of device indices" if allow_all else "a positive integer"
-        raise InputError(f"trainer.{option}: expected {expected}, got {value}")
-
-
-def check_trainer_options(trainer: Any, process_group_timeout: Any) -> None:
-    trainer = trainer or {}
-    check_accelerator(trainer.get("accelerator"))
-    check_strategy(trainer.get("strategy"))
-    check_trainer_count("devices", trainer.get("devices"), allow_all=True)
-    check_trainer_count("num_nodes", trainer.get("num_nodes"), allow_all=False)
-    if not isinstance(process_group_timeout, int) or process_group_timeout < 1:
-        raise InputError(f"process_group_timeout: expected a positive number of seconds, got {process_group_timeout!r}")
-
-
-# --- jsonargparse's errors (often a multi-line dump of union subtypes) as one line naming the option ---
-def option_names(parser: Any) -> list[str]:
-    """Every dotted option the parser and its subcommand parsers know (for 'did you mean'), read from
-    argparse's private `_actions` and jsonargparse's `_subcommands_action` (jsonargparse 4.53)."""
-    names = [s.lstrip("-") for action in parser._actions for s in action.option_strings if s.startswith("--")]
-    subcommands = getattr(parser, "_subcommands_action", None)
-    for sub in (subcommands._name_parser_map.values() if subcommands else []):
-        names += option_names(sub)
-    return names
-
-
-def class_options(message: str) -> list[str]:
-    """The init arguments of the class named in the message (`model.<arg>`), for suggestions."""
-    match = re.search(r"Problem with given class_path '([\w.]+)'", message)
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    if not match or not keys:
-        return []
-    module, _, name = match[1].rpartition(".")
-    try:
-        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
-    except Exception:  # noqa: BLE001 - a suggestion only; the error is reported anyway
-        return []
-    return [f"{keys[0]}.{p}" for p in params if p not in ("self", "args", "kwargs")]
-
-
-def unknown_option(option: str, known: Sequence[str]) -> str:
-    hint = difflib.get_close_matches(option, known, n=1, cutoff=0.75)
-    suggestion = f"did you mean --{hint[0]}?" if hint else "run `lmm-lightning predict --help` for the options"
-    return f"--{option}: unknown option; {suggestion}"
-
-
-def describe_problem(text: str) -> str:
-    """The innermost complaint of a jsonargparse message: what was expected and what was given."""
-    if match := re.search(r"Expected a <class '([\w.]+)'>\. Got value: (.*)", text):
-        return f"expected {match[1]}, got {match[2]!r}"
-    if match := re.search(r"Problem with given class_path '([\w.]+)':\s*(.+)", text):
-        return f"class_path {match[1]!r}: {match[2].strip()}"
-    subtypes, given = re.search(r"Subtypes: \[(.*)\]", text), re.search(r"Given value: (.*)", text)
-    if subtypes and given:
-        types = re.sub(r"<class '(?:builtins\.)?([\w.]+)'>", r"\1", subtypes[1]).replace("NoneType", "None")
-        return f"expected one of [{types}], got {given[1]!r}"
-    return " ".join(text.split())
-
-
-def input_error_in(err: Optional[BaseException]) -> Optional[InputError]:
-    """The InputError an exception was raised from, if any (following its causes)."""
-    while err is not None and not isinstance(err, InputError):
-        err = err.__cause__ or err.__context__
-    return err
-
-
-def describe_parse_error(message: str, known: Sequence[str]) -> str:
-    if match := re.match(r"unrecognized arguments: (\S+)", message):
-        return unknown_option(match[1].split("=")[0].lstrip("-"), known)
-    if match := re.match(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message):
-        return unknown_option(f"{match[1]}.{match[2]}", known)
-    if match := re.match(r"Subcommand '[\w.]+' does not accept option '([\w.]+)'", message):
-        return unknown_option(match[1], known)
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    innermost = re.split(r'Parser key "[^"]+":?', message)[-1]
-    if match := re.search(r"Option '([\w.]+)' is not accepted", innermost):
-        return unknown_option(".".join([*keys, match[1]]), [*known, *class_options(message)])
-    return f"{'.'.join(keys) or 'command line'}: {describe_problem(innermost)}"
-
-
-class EvalCLI(LightningCLI):
-    """Only `predict`; the callback's options live under `--evaluation.*`."""
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {"predict": {"model", "dataloaders", "datamodule"}}
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(EvaluationCallback, "evaluation")
-        parser.add_argument(
-            "--process_group_timeout", type=int, default=DEFAULT_TIMEOUT_S, help="seconds before a collective times out"
-        )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse errors and bad trainer options become one line, before anything is built or loaded."""
-        try:
-            super().parse_arguments(parser, args)
-        except ArgumentError as err:
-            raise InputError(describe_parse_error(str(err), option_names(parser))) from None
-        section = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
-        check_trainer_options(section.get("trainer"), section.get("process_group_timeout"))
-
-    def instantiate_classes(self) -> None:
-        """jsonargparse wraps what a class's `__init__` raises in a dump of union subtypes: unwrap input errors."""
-        try:
-            super().instantiate_classes()
-        except Exception as err:
-            cause = input_error_in(err)
-            if cause is None:
-                raise
-            raise cause from None
-
-    # --- Overrides of private LightningCLI methods, written against lightning 2.6.6 --------------------------
-    # Lightning has no public hook for these; a release may rename them or change their signatures, and
-    # tests/test_cli.py fails when the installed Lightning's differ from the ones below. `self._get` is private too.
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("return_predictions") is None:
-            kwargs["return_predictions"] = False  # the callback keeps the responses; no second copy
-        return kwargs
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
-        timeout_s = self._get(self.config, "process_group_timeout")
-        if launched_by_torchrun() and config.get("devices") in ("auto", 1, "1", None):
-            # torchrun / accelerate launch started the processes: match them instead of failing.
-            config["devices"] = int(os.environ["LOCAL_WORLD_SIZE"])
-            config["num_nodes"] = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
-            if config.get("strategy") in ("auto", None):
-                config["strategy"] = "ddp"
-        config["strategy"] = strategy_with_timeout(config.get("strategy"), timeout_s)
-        try:
-            return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
-        except (MisconfigurationException, ValueError, TypeError) as err:
-            raise InputError(f"trainer: {one_line(str(err))}") from None
-    # --- end of the private overrides -----------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    if name in LIGHTNING_NAMES:
+        return getattr(importlib.import_module("lmm_lightning.lightning_cli"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the subcommands: each takes the arguments after its name and returns the exit status -----------------
 def predict(args: list[str]) -> Optional[int]:
-    """`lmm-lightning predict --config cfg.yaml [--section.key value ...]`."""
-    return lightning_cli(["predict", *args])
+    """`lmm-lightning predict --config cfg.yaml [--section.key value ...]` (LightningCLI)."""
+    from lmm_lightning.lightning_cli import predict as run_predict
+
+    return run_predict(args)
 
 
-def lightning_cli(args: list[str]) -> Optional[int]:
-    """Run EvalCLI on the whole command line; None once it has run (an in-process caller carries on), 2 on bad input."""
-    no_exit = {"exit_on_error": False}  # parse errors come back as exceptions, shown as one line below
-    try:
-        EvalCLI(
-            EvalModule,
-            BenchmarkDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=None,
-            trainer_defaults=TRAINER_DEFAULTS,
-            parser_kwargs={**no_exit, "predict": no_exit},
-            args=None if args == sys.argv[1:] else args,  # the same as given: spare Lightning's warning
-        )
-    except InputError as err:
-        if not isinstance(err, AgreedInputError) or err.rank == 0:  # an error every rank holds: rank 0 says it
-            print(f"lmm-lightning: error: {one_line(str(err))}", file=sys.stderr, flush=True)
-        return EXIT_INPUT_ERROR
-    return None
+def evaluate(args: list[str]) -> Optional[int]:
+    """`lmm-lightning eval --model hf --model_args pretrained=... --tasks a,b ...` (lm-eval's flags)."""
+    from lmm_lightning.eval_cli import main as run_eval
+
+    return run_eval(args)
+
+
+def task_modality(spec: Any) -> str:
+    """What a task feeds the model besides text: "text", "vision" (images) or "video" (frames).
+
+    >>> from types import SimpleNamespace as Spec
+    >>> task_modality(Spec(task="mme", doc_to_visual="image", dataset_path="lmms-lab/MME", dataset_name=None))
+    'vision'
+    """
+    if not getattr(spec, "doc_to_visual", None):
+        return "text"
+    names = " ".join(str(v) for v in (spec.task, spec.dataset_path, spec.dataset_name) if v).lower()
+    return "video" if "video" in names else "vision"
+
+
+def tasks_parser() -> "argparse.ArgumentParser":
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="lmm-lightning tasks",
+        description="List every task and group (built in, and under the folders given), with its modality and output "
+        "type; with --show, print one task's resolved YAML and its first prompts, rendered from its documents.",
+    )
+    p.add_argument("folders", nargs="*", type=Path, help="more folders of task YAMLs")
+    p.add_argument("--include_path", action="append", type=Path, default=[], help="a folder of task YAMLs (repeatable)")
+    p.add_argument("--show", metavar="TASK", help="print this task's resolved YAML and first rendered prompts")
+    p.add_argument("--limit", type=int, default=3, help="documents whose prompts --show prints (default 3)")
+    return p
 
 
 def list_tasks(args: list[str]) -> int:
-    """`lmm-lightning tasks [FOLDER ...]`: every task and group found, with its kind and file."""
+    """`lmm-lightning tasks [FOLDER ...] [--include_path DIR] [--show TASK]`: every task and group found."""
+    from lmm_lightning.errors import InputError
     from lmm_lightning.tasks import load_spec
     from lmm_lightning.tasks.registry import BUILTIN_DIR, available_tasks
 
-    found = available_tasks([BUILTIN_DIR] + [Path(a) for a in args])
+    options = tasks_parser().parse_args(args)
+    folders = [*options.folders, *options.include_path]
+    if options.show:
+        try:
+            return show_task(options.show, folders, options.limit)
+        except InputError as err:
+            print(f"lmm-lightning tasks: error: {err}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+    found = available_tasks([BUILTIN_DIR, *folders])
     width = max((len(name) for name in found), default=4)
-    print(f"{'name':<{width}}  {'kind':<16}  file")
+    print(f"{'name':<{width}}  {'modality':<8}  {'output type':<16}  file")
     for name, path in sorted(found.items()):
         try:
             spec = load_spec(path)
-            kind = "group" if hasattr(spec, "group") else spec.output_type
+            modality, kind = ("-", "group") if hasattr(spec, "group") else (task_modality(spec), spec.output_type)
         except ValueError as err:
-            kind = f"invalid ({err})"
-        print(f"{name:<{width}}  {kind:<16}  {path}")
+            modality, kind = "-", f"invalid ({err})"
+        print(f"{name:<{width}}  {modality:<8}  {kind:<16}  {path}")
+    return 0
+
+
+def show_task(name: str, folders: list[Path], n_docs: int) -> int:
+    """A task's YAML as resolved (includes merged, references kept) and the prompts of its first documents, like
+    lm-eval's --write_out: the documents are loaded, no model is."""
+    import yaml
+
+    import datasets
+
+    from lmm_lightning.data.loading import load_documents
+    from lmm_lightning.tasks import Task
+    from lmm_lightning.tasks.registry import resolve
+
+    datasets.disable_progress_bars()  # nothing between the YAML and the prompts
+
+    include = [str(f) for f in folders]
+    resolved = resolve([name], include[0] if len(include) == 1 else include or None)
+    for spec in resolved.tasks:
+        print(f"# {spec.task}: {spec.source}")
+        print(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True).rstrip())
+        task = Task(spec)
+        documents = load_documents(task, n_docs, 0)
+        for doc_id, doc in documents.docs.items():
+            print(f"\n--- {spec.task}, doc_id {doc_id}, target {task.doc_to_target(doc)!r}")
+            for request in task.build_requests(doc_id, doc, first_uid=0):
+                shown = request.context + (request.continuation or "")
+                print(f"[{request.request_type.value}] {shown}")
+        print()
     return 0
 
 
@@ -287,9 +137,10 @@ def compare(args: list[str]) -> int:
 # returns its exit status, or None once it has run (`main` then returns). A new subcommand is one more entry.
 Subcommand = Callable[[list[str]], Optional[int]]
 SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {
-    "predict": (predict, "evaluate a model on benchmarks (`lmm-lightning predict --help` lists the options)"),
-    "tasks": (list_tasks, "list every task and group, built in and under the folders given (`lmm-lightning tasks [FOLDER ...]`)"),
-    "compare": (compare, "compare two results folders per document: B - A, an interval, a p-value (`lmm-lightning compare --help`)"),
+    "eval": (evaluate, "evaluate with lm-eval's flags: --model hf --model_args pretrained=ID --tasks a,b (`eval --help`)"),
+    "predict": (predict, "evaluate from a LightningCLI config: --config cfg.yaml [--section.key value] (`predict --help`)"),
+    "tasks": (list_tasks, "list tasks with modality and output type; `tasks --show TASK` prints its YAML and prompts"),
+    "compare": (compare, "compare two results folders per document: B - A, an interval, a p-value (`compare --help`)"),
 }
 
 
@@ -320,7 +171,7 @@ def unknown_subcommand(name: Optional[str]) -> str:
     """The one-line complaint about a missing or unknown subcommand.
 
     >>> unknown_subcommand("predcit")
-    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {predict,tasks,compare})"
+    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {eval,predict,tasks,compare})"
     """
     expected = f"one of {{{','.join(SUBCOMMANDS)}}}"
     if name is None:
@@ -332,12 +183,14 @@ def unknown_subcommand(name: Optional[str]) -> str:
 
 def main(args: Optional[list[str]] = None) -> None:
     """The console script: run the subcommand named first, and exit with its status (it returns when a
-    `predict` run finishes, so a run started in-process, from a notebook or a test, carries on)."""
+    `predict` or `eval` run finishes, so a run started in-process, from a notebook or a test, carries on)."""
     args = sys.argv[1:] if args is None else args
     if args[:1] in (["-h"], ["--help"]):
         print(usage(SUBCOMMANDS))
         sys.exit(0)
     if args and args[0].startswith("-"):  # LightningCLI's own options before `predict` (`-c FILE predict ...`)
+        from lmm_lightning.lightning_cli import lightning_cli
+
         status = lightning_cli(args)
     elif args and args[0] in SUBCOMMANDS:
         run, _ = SUBCOMMANDS[args[0]]

@@ -6,8 +6,17 @@ from typing import Optional
 
 
 class RequestType(str, Enum):
+    """What a request asks: a continuation's log-probability, a generation, or the log-probability of a
+    whole text scored in windows of the model's context (`loglikelihood_rolling`, for perplexity)."""
+
     LOGLIKELIHOOD = "loglikelihood"
     GENERATE_UNTIL = "generate_until"
+    LOGLIKELIHOOD_ROLLING = "loglikelihood_rolling"
+
+    @property
+    def scores_logprob(self) -> bool:
+        """Whether the answer is a log-probability (`Response.logprob`) rather than a text."""
+        return self is not RequestType.GENERATE_UNTIL
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,8 @@ class Request:
     """One unit of model work, identified by (task, doc_id, choice_index, repeat).
 
     `uid` is the request's position in the benchmark's global request list; it is the
-    same on every rank and for every world size.
+    same on every rank and for every world size. A rolling request scores its whole text, held in
+    `continuation`, with an empty `context` (lm-evaluation-harness: no prompt, no few-shot).
     """
 
     uid: int
@@ -50,7 +60,8 @@ class Request:
 class Response:
     """A model's answer to one request.
 
-    Loglikelihood requests fill `logprob` and `is_greedy`; generation requests fill `text`.
+    Loglikelihood requests fill `logprob` and `is_greedy`; generation requests fill `text`. A rolling
+    request's `logprob` is the sum over its text's windows, `is_greedy` whether every token was the argmax.
     """
 
     uid: int

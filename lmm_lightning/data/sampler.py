@@ -49,11 +49,12 @@ def resolve_batch_size(
 ) -> BatchSize:
     """`batch_size` with each `auto` replaced by what `probe` finds for the longest request of that type,
     and the smallest of that over all ranks (`all_min`, a collective), so every rank plans the same
-    batches. Numbers stay as given; `auto` for a type without requests is 1.
+    batches. Numbers stay as given; the result names the request types the benchmark has (a type
+    without requests runs no batch).
 
     >>> requests = [Request(0, "t", 0, RequestType.LOGLIKELIHOOD, "context", " a")]
     >>> resolve_batch_size(requests, "auto", probe=lambda request: 16, all_min=lambda size: size)
-    {'loglikelihood': 16, 'generate_until': 1}
+    {'loglikelihood': 16}
     >>> resolve_batch_size(requests, 4, probe=lambda request: 16, all_min=lambda size: size)
     4
     """
@@ -64,18 +65,24 @@ def resolve_batch_size(
     for kind in RequestType:
         size = sizes.get(kind.value, 1)
         of_kind = [r for r in requests if r.request_type is kind]
-        if size != "auto" or not of_kind:
-            resolved[kind.value] = 1 if size == "auto" else size
+        if not of_kind:
+            continue
+        if size != "auto":
+            resolved[kind.value] = size
             continue
         longest = max(of_kind, key=lambda r: (r.length, -r.uid))
         resolved[kind.value] = all_min(probe(longest))
     return resolved
 
 
+# Batches run request type by request type, in this order; generations also by their settings.
+_TYPE_ORDER = {RequestType.LOGLIKELIHOOD: 0, RequestType.GENERATE_UNTIL: 1, RequestType.LOGLIKELIHOOD_ROLLING: 2}
+
+
 def _group_key(request: Request) -> tuple:
-    order = 0 if request.request_type is RequestType.LOGLIKELIHOOD else 1
+    order = _TYPE_ORDER[request.request_type]
     gen = request.generation
-    return (order, 0, ()) if order == 0 else (order, gen.max_new_tokens, gen.until)
+    return (order, gen.max_new_tokens, gen.until) if request.request_type is RequestType.GENERATE_UNTIL else (order, 0, ())
 
 
 def _sort_key(request: Request) -> tuple:

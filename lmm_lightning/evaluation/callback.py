@@ -1,9 +1,11 @@
 """The EvaluationCallback: collect responses per rank, gather to rank 0, score, write."""
 
+import inspect
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -13,7 +15,9 @@ from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.loggers import log_results
 from lmm_lightning.evaluation.result import EvaluationResult, Settings
-from lmm_lightning.evaluation.results import write_outputs
+from lmm_lightning.evaluation.results import (
+    LAYOUTS, RunInfo, dataset_card, model_name, sanitize_model_name, write_atomic, write_lm_eval_outputs, write_outputs,
+)
 from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
 from lmm_lightning.evaluation.table import format_table
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
@@ -71,6 +75,21 @@ def report_when_loaded(pl_module: LightningModule, failfast: FailFast, datamodul
     pl_module.configure_model = load_then_report
 
 
+def run_folder(pl_module: LightningModule) -> str:
+    """The model's subfolder in lm-eval's layout: its adapter or weights as given, sanitized."""
+    return sanitize_model_name(model_name(dict(getattr(pl_module, "hparams", {})), type(pl_module).__name__))
+
+
+def prompt_function(pl_module: LightningModule, contexts: set[str]) -> Callable[[str], str]:
+    """Each context as the model received it (after its chat template), rendered before the model is released;
+    a model whose `prompt` needs more than the text (the images) is shown the text as it is."""
+    prompt = getattr(pl_module, "prompt", None)
+    if prompt is None or len(inspect.signature(prompt).parameters) != 1:
+        return lambda context: context
+    rendered = {context: prompt(context) for context in contexts}
+    return lambda context: rendered.get(context, context)
+
+
 def unwrap_loading(pl_module: LightningModule) -> None:
     if getattr(pl_module.__dict__.get("configure_model"), "__name__", None) == "load_then_report":
         del pl_module.configure_model
@@ -93,6 +112,12 @@ class EvaluationCallback(Callback):
         push_to_hub: a Hub dataset repo ("org/name", or "org/name/folder") to upload results.json and samples to.
         stall_timeout: seconds a rank may make no progress while the others go on before every rank is stopped
             (the limit grows with the slowest model load or batch seen, so long loads and generations are safe).
+        layout: "flat" writes results.json and samples_<task>.jsonl in `output_dir`; "lm_eval" writes
+            lm-evaluation-harness's `<output_dir>/<model_name_sanitized>/results_<time>.json` and
+            `samples_<task>_<time>.jsonl` (the response store then lives in that model folder, the same every run).
+        predict_only: write the responses (samples) without metrics, as lm-eval's `--predict_only`.
+        cache_dir: a response cache shared by runs in other output folders (lm-eval's `--use_cache`): the same
+            store, keyed by request and model identity, read before the run and appended to as it goes.
     """
 
     def __init__(
@@ -108,6 +133,9 @@ class EvaluationCallback(Callback):
         log_images_to_logger: int = 4,
         push_to_hub: Optional[str] = None,
         stall_timeout: float = 600.0,
+        layout: str = "flat",
+        predict_only: bool = False,
+        cache_dir: Optional[str] = None,
     ) -> None:
         check_non_negative("bootstrap_iters", bootstrap_iters)
         check_non_negative("log_samples_to_logger", log_samples_to_logger)
@@ -115,7 +143,17 @@ class EvaluationCallback(Callback):
         check_output_dir(Path(output_dir))
         if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)) or not stall_timeout > 0:
             raise InputError(f"evaluation.stall_timeout: expected a positive number of seconds, got {stall_timeout!r}")
+        if layout not in LAYOUTS:
+            raise InputError(f"evaluation.layout: expected one of {list(LAYOUTS)}, got {layout!r}")
+        if cache_dir is not None:
+            check_output_dir(Path(cache_dir))
         self.output_dir = Path(output_dir)
+        self.layout = layout
+        self.predict_only = predict_only
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.run_dir = self.output_dir  # where this run writes: the model's subfolder in lm-eval's layout
+        self.cache: Optional[ResponseStore] = None
+        self.start_time = time.time()
         self.bootstrap_iters = bootstrap_iters
         self.log_samples = log_samples
         self.seed = seed
@@ -153,10 +191,13 @@ class EvaluationCallback(Callback):
         self.keys = request_keys(datamodule.requests, datamodule.tasks, model)
         if self.store is not None:
             self.store.close()  # this callback ran before in this process
-        self.store = ResponseStore(self.output_dir, trainer.global_rank, model)
+        self.start_time = time.time()
+        self.run_dir = self.output_dir / run_folder(pl_module) if self.layout == "lm_eval" else self.output_dir
+        self.store = ResponseStore(self.run_dir, trainer.global_rank, model)
         holder = self.store.lock()
         scan = self.store.load() if self.resume else StoreScan()
-        found = scan.reusable(datamodule.requests, self.keys)
+        stored = scan.reusable(datamodule.requests, self.keys)
+        found = {**self.cached(datamodule, trainer.global_rank, model), **stored}
         locked, done = agree_across_ranks(holder is None, set(found), len(self.keys), trainer.strategy.root_device)
         if not locked:
             self.store.close()
@@ -170,11 +211,26 @@ class EvaluationCallback(Callback):
         if trainer.is_global_zero:
             for message in scan.warnings(self.store.folder):
                 warnings.warn(message, StoreWarning)
+            if self.resumed:
+                from_store = len(set(self.resumed) & set(stored))
+                sources = [(from_store, self.store), (len(self.resumed) - from_store, self.cache)]
+                where = ", ".join(f"{n} from {store.folder}" for n, store in sources if n)
+                print(f"resumed: reused {len(self.resumed)} of {len(self.keys)} requests ({where})", flush=True)
         self.failfast.phase(LOADING)  # the model loads next (configure_model)
         report_when_loaded(pl_module, self.failfast, datamodule)
         if trainer.loggers:
             # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
             trainer.enable_autolog_hparams = False
+
+    def cached(self, datamodule: BenchmarkDataModule, rank: int, model: str) -> dict[int, Response]:
+        """The answers the shared cache (`cache_dir`) holds for this run's requests; the cache is opened for appending."""
+        if self.cache is not None:
+            self.cache.close()
+        self.cache = None
+        if self.cache_dir is None:
+            return {}
+        self.cache = ResponseStore(self.cache_dir, rank, model)  # not locked: runs share it, appending whole batches
+        return self.cache.load().reusable(datamodule.requests, self.keys)
 
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
@@ -212,13 +268,17 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: list[Response], batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = None
-        self.store.append((self.keys[r.uid], r) for r, padding in zip(outputs, batch.padding) if not padding)
+        finished = [(self.keys[r.uid], r) for r, padding in zip(outputs, batch.padding) if not padding]
+        self.store.append(finished)
+        if self.cache is not None:
+            self.cache.append(finished)
         self.collector.update(outputs, batch.padding)
         self.failfast.batch_done()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.store is not None:
-            self.store.close()
+        for store in (self.store, self.cache):
+            if store is not None:
+                store.close()
         unwrap_loading(pl_module)
         if self.failfast is not None and self.failure_message is None:
             self.failfast.close()
@@ -227,6 +287,9 @@ class EvaluationCallback(Callback):
         self.failfast.phase(GATHERING)
         gathered = self.collector.compute().pairs  # a collective: every rank takes part
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
+        prompt = None
+        if self.layout == "lm_eval" and trainer.is_global_zero:
+            prompt = prompt_function(pl_module, {r.context for r in trainer.datamodule.requests})
         if self.free_model_memory and isinstance(pl_module, EvalModule):
             pl_module.release()
         if not trainer.is_global_zero:
@@ -235,13 +298,36 @@ class EvaluationCallback(Callback):
         answers = Answers(gathered, list(self.resumed.values()))
         settings = self.settings(datamodule, pl_module, trainer.world_size)
         result = self.evaluation_result = evaluate(Benchmark.from_datamodule(datamodule), answers, settings)
-        self.results = write_outputs(self.output_dir, result, self.log_samples)
-        if self.print_table:
+        if self.layout == "lm_eval":
+            info = self.run_info(pl_module)
+            self.results = write_lm_eval_outputs(self.run_dir, result, info, self.log_samples, prompt)
+            files = [self.results["results_file"], *self.results["samples_files"]]
+        else:
+            self.results = write_outputs(self.output_dir, result, self.log_samples)
+            files = ["results.json", *self.results["samples_files"]]
+        if self.print_table and not self.predict_only:
             print(format_table(result), flush=True)
         log_results(trainer.loggers, result, datamodule.documents, self.log_samples_to_logger, self.log_images_to_logger)
         if self.push_to_hub:
-            files = ["results.json", *self.results["samples_files"]]
-            print(f"pushed results to {push_results(self.output_dir, self.push_to_hub, files)}", flush=True)
+            if self.layout == "lm_eval":  # a dataset card, as lm-eval's hub logger writes one
+                write_atomic(self.run_dir / "README.md", dataset_card(self.results, format_table(result)))
+                files.append("README.md")
+            print(f"pushed results to {push_results(self.run_dir, self.push_to_hub, files)}", flush=True)
+
+    def run_info(self, pl_module: LightningModule) -> RunInfo:
+        """The run as lm-eval's results file describes it (model, chat template, times)."""
+        hparams = dict(getattr(pl_module, "hparams", {}))
+        tokenizer = getattr(pl_module, "tokenizer", None) or getattr(getattr(pl_module, "processor", None), "tokenizer", None)
+        template = getattr(tokenizer, "chat_template", None) if hparams.get("use_chat_template") else None
+        return RunInfo(
+            model_source=type(pl_module).__name__,
+            model_name=model_name(hparams, type(pl_module).__name__),
+            system_instruction=hparams.get("system_prompt"),
+            chat_template=template if isinstance(template, str) else None,
+            start_time=self.start_time,
+            end_time=time.time(),
+            predict_only=self.predict_only,
+        )
 
     def settings(self, datamodule: BenchmarkDataModule, pl_module: LightningModule, world_size: int) -> Settings:
         """This run as scoring and results.json see it."""

@@ -10,12 +10,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.evaluation.result import EvaluationResult, GroupResult, MetricKey, TaskResult
@@ -277,12 +279,15 @@ class Run:
 
 
 def load_run(folder: Union[str, Path]) -> Run:
-    """Read results.json and every samples_<task>.jsonl of a task it lists."""
+    """Read a results folder: results.json and its samples_<task>.jsonl, or, in lm-eval's layout (an
+    `--output_path` or its model subfolder), the latest results_<time>.json and its samples_<task>_<time>.jsonl."""
     folder = Path(folder)
     path = folder / "results.json"
+    lm_eval = not path.is_file() and folder.is_dir() and latest_results_file(folder)
+    path = lm_eval or path
     if not path.is_file():
-        where = "does not exist" if not folder.exists() else "has no results.json"
-        raise InputError(f"{folder} {where}: give a folder written by `lmm-lightning predict` (--evaluation.output_dir)")
+        where = "does not exist" if not folder.exists() else "has no results.json or results_<time>.json"
+        raise InputError(f"{folder} {where}: give a folder written by `lmm-lightning predict` or `eval`")
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -293,8 +298,245 @@ def load_run(folder: Union[str, Path]) -> Run:
     groups = frozenset(name for name, entry in document.get("groups", {}).items() if entry is not None)
     samples = {}
     for task in document["results"]:
-        sample_path = folder / f"samples_{task}.jsonl"
+        name = f"samples_{task}_{file_time(path.name)}.jsonl" if lm_eval else f"samples_{task}.jsonl"
+        sample_path = path.parent / name
         if sample_path.is_file():
             with open(sample_path) as handle:
-                samples[task] = [json.loads(line) for line in handle if line.strip()]
-    return Run(folder, metrics, groups, samples)
+                lines = [json.loads(line) for line in handle if line.strip()]
+            samples[task] = merged_samples(lines) if lm_eval else lines
+    return Run(path.parent, metrics, groups, samples)
+
+
+# --- lm-evaluation-harness's layout: <output_path>/<model>/results_<time>.json, samples_<task>_<time>.jsonl ---
+LAYOUTS = ("flat", "lm_eval")
+# Where the model name is found in its init arguments, in lm-eval's order (an adapter names the run).
+MODEL_NAME_KEYS = ("peft", "delta", "pretrained", "model", "path", "engine")
+
+
+def sanitize_model_name(name: str) -> str:
+    """A model name as a folder name, as lm-eval makes it (`lm_eval.utils.sanitize_model_name`).
+
+    >>> sanitize_model_name("HuggingFaceTB/SmolLM2-135M"), sanitize_model_name("/models/x")
+    ('HuggingFaceTB__SmolLM2-135M', '__models__x')
+    """
+    return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
+
+
+def model_name(model_args: dict[str, Any], fallback: str) -> str:
+    """The run's model name: its adapter or weights as given (lm-eval's `GeneralConfigTracker._get_model_name`)."""
+    return next((str(model_args[k]) for k in MODEL_NAME_KEYS if model_args.get(k)), fallback)
+
+
+def timestamp() -> str:
+    """lm-eval's file time stamp: ISO 8601 with ':' replaced by '-' (sorts as text, allowed in any file name)."""
+    return datetime.now().isoformat().replace(":", "-")
+
+
+def file_time(name: str) -> str:
+    """The time stamp of a results_ or samples_ file name (`lm_eval.utils.get_file_datetime`)."""
+    return name[name.rfind("_") + 1 :].replace(".jsonl", "").replace(".json", "")
+
+
+def hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What lm-eval's results file says about the run besides the scores (its `GeneralConfigTracker`)."""
+
+    model_source: str
+    model_name: str
+    system_instruction: Optional[str] = None
+    chat_template: Optional[str] = None
+    fewshot_as_multiturn: bool = False
+    start_time: float = 0.0
+    end_time: float = 0.0
+    predict_only: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "model_source": self.model_source,
+            "model_name": self.model_name,
+            "model_name_sanitized": sanitize_model_name(self.model_name),
+            "system_instruction": self.system_instruction,
+            "system_instruction_sha": hash_text(self.system_instruction) if self.system_instruction else None,
+            "fewshot_as_multiturn": self.fewshot_as_multiturn,
+            "chat_template": self.chat_template,
+            "chat_template_sha": hash_text(self.chat_template) if self.chat_template else None,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "total_evaluation_time_seconds": str(self.end_time - self.start_time),
+        }
+
+
+def _lm_eval_arguments(arguments: list[list[Any]]) -> dict[str, dict[str, Any]]:
+    """Each request's arguments as lm-eval writes them on disk: {"gen_args_0": {"arg_0": ..., "arg_1": ...}}."""
+    return {f"gen_args_{i}": {f"arg_{j}": value for j, value in enumerate(arg)} for i, arg in enumerate(arguments)}
+
+
+RECORD_FIELDS = ("doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "stability")
+
+
+def record_metrics(record: dict[str, Any], filter_name: str, single_filter: bool) -> dict[str, Any]:
+    """One filter's per-document metric values of a record, by bare metric name (see `record_field`)."""
+    out = {}
+    for name, value in record.items():
+        if name in RECORD_FIELDS or name.endswith("_per_repeat"):
+            continue
+        metric, _, filtered_by = name.partition(",")
+        if (single_filter and not filtered_by) or (not single_filter and filtered_by == filter_name):
+            out[metric] = value
+    return out
+
+
+def lm_eval_records(
+    task: TaskResult, prompt: Callable[[str], str] = lambda context: context, predict_only: bool = False
+) -> list[dict[str, Any]]:
+    """A task's records in lm-eval's on-disk sample format: one line per (document, filter) with that filter's
+    metrics under their bare names and the hashes lm-eval writes, plus `prompt`: the first request's context as
+    the model received it (after the chat template). `predict_only`: the responses without metrics."""
+    filters = [name for name, _ in task.task.filters]
+    single = len(filters) == 1
+    out = []
+    for record in task.records:
+        arguments = record["arguments"]
+        context = str(arguments[0][0]) if arguments else ""
+        target = str(record["target"])
+        for filter_name in filters:
+            metrics = {} if predict_only else record_metrics(record, filter_name, single)
+            line = {
+                "doc_id": record["doc_id"],
+                "doc": record["doc"],
+                "target": target,
+                "arguments": _lm_eval_arguments(arguments),
+                "resps": record["resps"],
+                "filtered_resps": record["filtered_resps"] if single else record["filtered_resps"][filter_name],
+                "filter": filter_name,
+                "metrics": list(metrics),
+                "doc_hash": hash_text(dumps(record["doc"], indent=2, ensure_ascii=False)),
+                "prompt_hash": hash_text(context),
+                "target_hash": hash_text(target),
+                **metrics,
+                "prompt": prompt(context),
+            }
+            if "stability" in record and not predict_only:
+                line["stability"] = record["stability"]
+            out.append(line)
+    return out
+
+
+def lm_eval_results(result: EvaluationResult, info: RunInfo, samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """lm-eval's results document: its top-level keys (the per-task "samples" count only under "n-samples", so
+    `make_table` shows no extra row), the run info and task hashes, then our additions under their own keys."""
+    document = build_results(result)
+    for name, entry in document["results"].items():
+        document["results"][name] = {k: v for k, v in entry.items() if k != "samples"}
+        if info.predict_only:
+            document["results"][name] = {"alias": entry["alias"]}
+    for name, entry in document["groups"].items():
+        document["groups"][name] = document["results"][name]
+    if info.predict_only:
+        document["confidence_intervals"] = {}
+    task_hashes = {
+        name: hash_text("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in lines))
+        for name, lines in samples.items()
+    }
+    return {**document, "task_hashes": task_hashes, **info.fields(), **versions()}
+
+
+def versions() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("lmm_lightning", "transformers", "torch", "lightning"):
+        try:
+            out[f"{package}_version"] = version(package)
+        except PackageNotFoundError:
+            out[f"{package}_version"] = None
+    return out
+
+
+def write_lm_eval_outputs(
+    run_dir: Path,
+    result: EvaluationResult,
+    info: RunInfo,
+    log_samples: bool,
+    prompt: Callable[[str], str] = lambda context: context,
+) -> dict[str, Any]:
+    """One run in lm-eval's layout under `run_dir` (`<output_path>/<model_name_sanitized>`): the samples files,
+    then `results_<time>.json` naming them. Earlier runs' files stay, as lm-eval leaves them; readers take the
+    latest (`get_latest_filename`). Returns the results document as written."""
+    stamp = timestamp()
+    samples = {t.name: lm_eval_records(t, prompt, info.predict_only) for t in result.tasks}
+    written: dict[str, dict[str, Any]] = {}
+    path = run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if log_samples:
+            for name, lines in samples.items():
+                path = run_dir / f"samples_{name}_{stamp}.jsonl"
+                data = samples_jsonl(lines).encode("utf-8")
+                write_atomic(path, data)
+                written[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        document = {**lm_eval_results(result, info, samples if log_samples else {}), "samples_files": written}
+        path = run_dir / f"results_{stamp}.json"
+        write_atomic(path, dumps(document, indent=2, ensure_ascii=False))
+    except OSError as err:
+        for name in written:
+            (run_dir / name).unlink(missing_ok=True)
+        raise InputError(
+            f"evaluation.output_dir: cannot write {path}: {err.strerror or err}; no results file was written "
+            "(the responses are kept in the store: a rerun writes the outputs without computing them again)"
+        ) from None
+    return {**document, "results_file": path.name}
+
+
+def dataset_card(document: dict[str, Any], table: str) -> str:
+    """A Hub dataset card (README.md) for one run, as lm-eval's hub logger writes one: a `configs` header that
+    lets `datasets` load each task's samples, the results table, and the latest results as JSON."""
+    model = document.get("model_name") or document.get("config", {}).get("model", "model")
+    stem = sanitize_model_name(model)
+    configs = [
+        {"config_name": f"{stem}__{name[len('samples_'):name.rfind('_')]}", "data_files": [{"split": "latest", "path": [name]}]}
+        for name in document.get("samples_files", {})
+    ]
+    header = yaml_text({"pretty_name": f"Evaluation run of {model}", "configs": configs}) if configs else yaml_text({"pretty_name": f"Evaluation run of {model}"})
+    latest = {k: document[k] for k in ("results", "groups") if document.get(k)}
+    return "\n".join([
+        "---", header.rstrip(), "---", "",
+        f"# Evaluation run of {model}", "",
+        f"Written by lmm-lightning on {datetime.fromtimestamp(document.get('date') or 0).isoformat()}; "
+        "the files follow lm-evaluation-harness's layout (results_<time>.json, samples_<task>_<time>.jsonl).", "",
+        "## Results", "", table, "",
+        "## Latest results", "", "```json", json.dumps(latest, indent=2, ensure_ascii=False), "```", "",
+    ])
+
+
+def yaml_text(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True)
+
+
+def latest_results_file(folder: Path) -> Optional[Path]:
+    """The newest results_<time>.json in `folder`, or in its one model subfolder (an `--output_path`)."""
+    found = sorted(folder.glob("results_*.json"), key=lambda p: file_time(p.name))
+    if not found:
+        subfolders = sorted({p.parent for p in folder.glob("*/results_*.json")})
+        if len(subfolders) > 1:
+            names = ", ".join(p.name for p in subfolders)
+            raise InputError(f"{folder} holds the runs of several models ({names}); give one of its subfolders")
+        found = sorted(folder.glob("*/results_*.json"), key=lambda p: file_time(p.name))
+    return found[-1] if found else None
+
+
+def merged_samples(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval sample lines (one per document and filter) as one record per document, each metric under the
+    "<metric>,<filter>" name that `record_value` reads."""
+    by_doc: dict[Any, dict[str, Any]] = {}
+    for line in lines:
+        record = by_doc.setdefault(line["doc_id"], {k: v for k, v in line.items() if k not in line.get("metrics", [])})
+        for metric in line.get("metrics", []):
+            record[key_text(MetricKey(metric, line.get("filter", "none")))] = line.get(metric)
+    return list(by_doc.values())

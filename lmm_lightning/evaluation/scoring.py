@@ -229,7 +229,7 @@ def _count_integrity(
 ) -> Integrity:
     answered = [(r, answers[r.uid]) for r in requests if r.uid in answers]
     generated = [a for r, a in answered if r.request_type is RequestType.GENERATE_UNTIL]
-    logprobs = [a for r, a in answered if r.request_type is RequestType.LOGLIKELIHOOD]
+    logprobs = [a for r, a in answered if r.request_type.scores_logprob]
     return Integrity(
         documents=documents,
         requests_expected=len(requests),
@@ -243,6 +243,8 @@ def _count_integrity(
 
 
 def _argument(request: Request) -> list[Any]:
+    if request.request_type is RequestType.LOGLIKELIHOOD_ROLLING:
+        return [request.continuation]  # the whole text, as lm-evaluation-harness's (doc_to_target,)
     if request.request_type is RequestType.LOGLIKELIHOOD:
         return [request.context, request.continuation]
     gen = request.generation
@@ -250,6 +252,8 @@ def _argument(request: Request) -> list[Any]:
 
 
 def _response_value(request: Request, response: Response) -> Any:
+    if request.request_type is RequestType.LOGLIKELIHOOD_ROLLING:
+        return response.logprob
     if request.request_type is RequestType.LOGLIKELIHOOD:
         return [response.logprob, response.is_greedy]
     return response.text
@@ -262,7 +266,7 @@ def is_finite_logprob(response: Response) -> bool:
 def scoreable(request: Request, response: Response) -> Response:
     """A log-prob as scoring sees it: NaN (a broken forward; the gather carries it as None) and +inf become
     -inf, never greedy, so such a choice never wins. The same whether it comes fresh or from the store."""
-    if request.request_type is not RequestType.LOGLIKELIHOOD or is_finite_logprob(response) or response.logprob == -math.inf:
+    if not request.request_type.scores_logprob or is_finite_logprob(response) or response.logprob == -math.inf:
         return response
     return replace(response, logprob=-math.inf, is_greedy=False)
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
 
-from lmm_lightning.requests import Request, RequestType, Response
+from lmm_lightning.requests import Request, Response
 
 STORE_DIR = "store"
 _NONE = type(None)
@@ -94,7 +94,7 @@ def parse_line(line: bytes) -> Optional[dict[str, Any]]:
 
 def answers(request: Request, response: Response) -> bool:
     """Whether a stored response is a usable answer to this request (the kind its type needs)."""
-    if request.request_type is RequestType.LOGLIKELIHOOD:
+    if request.request_type.scores_logprob:
         return isinstance(response.logprob, float) and response.text is None
     return isinstance(response.text, str) and response.logprob is None
 

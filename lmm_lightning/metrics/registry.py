@@ -8,7 +8,9 @@ Each output type calls its metrics with one signature:
 - loglikelihood: `(logprob, is_greedy, text) -> value`: the target's log-probability, whether it is
   the greedy continuation, and the target text;
 - generate_until: `(prediction, references, **options) -> float`: the filtered generation, every
-  reference text (always a sequence), and the metric's options from the YAML.
+  reference text (always a sequence), and the metric's options from the YAML;
+- loglikelihood_rolling: `(logprob, text) -> (log-likelihood, units)`: the whole text's log-probability
+  summed over its windows, and the text (`doc_to_target`), whose words or bytes are the units.
 
 A metric a task's `process_results` returns needs no entry: it aggregates by "mean" and is higher
 is better unless its `metric_list` entry says otherwise.
@@ -73,17 +75,26 @@ METRICS: dict[str, Metric] = {
         higher_is_better=False,
     ),
     "word_perplexity": Metric(
-        {"loglikelihood": lambda logprob, is_greedy, text: word_perplexity(logprob, text)},
+        {
+            "loglikelihood": lambda logprob, is_greedy, text: word_perplexity(logprob, text),
+            "loglikelihood_rolling": word_perplexity,
+        },
         aggregation="weighted_perplexity",
         higher_is_better=False,
     ),
     "byte_perplexity": Metric(
-        {"loglikelihood": lambda logprob, is_greedy, text: byte_perplexity(logprob, text)},
+        {
+            "loglikelihood": lambda logprob, is_greedy, text: byte_perplexity(logprob, text),
+            "loglikelihood_rolling": byte_perplexity,
+        },
         aggregation="weighted_perplexity",
         higher_is_better=False,
     ),
     "bits_per_byte": Metric(
-        {"loglikelihood": lambda logprob, is_greedy, text: bits_per_byte(logprob, text)},
+        {
+            "loglikelihood": lambda logprob, is_greedy, text: bits_per_byte(logprob, text),
+            "loglikelihood_rolling": bits_per_byte,
+        },
         aggregation="bits_per_byte",
         higher_is_better=False,
     ),

@@ -24,7 +24,7 @@ def check_response(model: Any, request: Request, response: Response) -> None:
         raise InvalidResponse(f"{where}: response for request {response.uid} returned in place of request {request.uid}")
     if request.request_type is RequestType.GENERATE_UNTIL and not isinstance(response.text, str):
         raise InvalidResponse(f"{where}: generation must be a string, got {type(response.text).__name__}")
-    if request.request_type is RequestType.LOGLIKELIHOOD and not isinstance(response.logprob, float):
+    if request.request_type.scores_logprob and not isinstance(response.logprob, float):
         raise InvalidResponse(f"{where}: loglikelihood must be a float, got {type(response.logprob).__name__}")
 
 
@@ -39,10 +39,16 @@ class EvalModule(LightningModule):
         """Continuation of each context (greedy unless its request samples), cut at the first stop string."""
         raise NotImplementedError(f"{type(self).__name__} does not answer generate_until requests")
 
+    def loglikelihood_rolling(self, requests: list[Request]) -> list[Response]:
+        """Log-probability of each request's whole text, scored in windows of the model's context."""
+        raise NotImplementedError(f"{type(self).__name__} does not answer loglikelihood_rolling requests")
+
     def answer(self, batch: RequestBatch) -> list[Response]:
         """Dispatch a batch by request type; vision models override this to pass the batch's images."""
         if batch.request_type is RequestType.LOGLIKELIHOOD:
             return self.loglikelihood(batch.requests)
+        if batch.request_type is RequestType.LOGLIKELIHOOD_ROLLING:
+            return self.loglikelihood_rolling(batch.requests)
         return self.generate_until(batch.requests)
 
     def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
@@ -63,6 +69,15 @@ class EvalModule(LightningModule):
         from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
         return isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+
+    def synced_count(self, count: int) -> int:
+        """`count` (e.g. of forwards) where ranks run alone; under FSDP the largest count over the ranks, so
+        every rank runs as many forwards and none waits for a parameter gather that never comes."""
+        if not self.synced_generation:
+            return count
+        largest = torch.tensor(count, device=self.device)
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        return int(largest.item())
 
     def probe(self, batch_size: int, seq_len: int) -> None:
         """Run one forward of `batch_size` sequences of `seq_len` tokens (used to find the largest batch)."""

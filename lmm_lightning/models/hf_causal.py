@@ -11,7 +11,8 @@ from lmm_lightning.models.base import EvalModule, folder_fingerprint
 from lmm_lightning.models.generation import generate, prompt_budget
 from lmm_lightning.models.loading import check_pretrained, load_tokenizer, pretrained_options
 from lmm_lightning.models.loglikelihood import (
-    Encoded, as_responses, attention_implementation, reuse_mode, score_cached, score_full, score_packed, split_context,
+    Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
+    score_rolling, split_context,
 )
 from lmm_lightning.requests import Request, RequestType, Response
 
@@ -26,12 +27,17 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]
     contexts = list(dict.fromkeys(context for context, _ in split))
     wholes = tokenizer([context + continuation for context, continuation in split], add_special_tokens=False).input_ids
     lengths = dict(zip(contexts, map(len, tokenizer(contexts, add_special_tokens=False).input_ids)))
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    start = prefix_token(tokenizer)
     encoded = []
     for (context, _), whole in zip(split, wholes):
         n_context = lengths[context]
         encoded.append((whole[:n_context] or [start], whole[n_context:]))
     return encoded
+
+
+def prefix_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token an empty context stands for, so a text's first token is scored: BOS, else EOS (lm-evaluation-harness)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
 class HFCausalLM(EvalModule):
@@ -141,6 +147,17 @@ class HFCausalLM(EvalModule):
         mode = reuse_mode(self.hparams.reuse_context, attention_implementation(self.model))
         score = {"packed": score_packed, "cache": score_cached, "none": score_full}[mode]
         return as_responses(requests, score(self.model, encoded, pad, self.device))
+
+    @torch.no_grad()
+    def loglikelihood_rolling(self, requests: list[Request]) -> list[Response]:
+        """Each whole text tokenised alone (no special tokens, no chat template) and scored in disjoint windows
+        of `max_length` tokens, the first after `prefix_token`, as lm-evaluation-harness's `loglikelihood_rolling`.
+        A batch of n texts runs forwards of at most n windows, the same number on every rank under FSDP."""
+        tokens = self.tokenizer([r.continuation for r in requests], add_special_tokens=False).input_ids
+        windows = [rolling_windows(t, self.max_length, prefix_token(self.tokenizer)) for t in tokens]
+        pad = self.tokenizer.pad_token_id
+        scored = score_rolling(self.model, windows, pad, self.device, rows=len(requests), forwards=self.synced_count)
+        return as_responses(requests, scored)
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request]) -> list[Response]:

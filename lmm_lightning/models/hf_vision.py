@@ -163,6 +163,12 @@ class HFVisionLM(EvalModule):
 
     def answer(self, batch: RequestBatch) -> list[Response]:
         """As `EvalModule.answer`, with each request's images passed along."""
+        if batch.request_type is RequestType.LOGLIKELIHOOD_ROLLING:
+            first = batch.requests[0]
+            raise InputError(
+                f"{type(self).__name__} on task '{first.task}', doc_id {first.doc_id}: loglikelihood_rolling (perplexity) "
+                "is scored by text models only; evaluate this task with model.class_path lmm_lightning.models.HFCausalLM"
+            )
         visuals = batch.visuals or [[] for _ in batch.requests]
         if batch.request_type is RequestType.LOGLIKELIHOOD:
             return self.loglikelihood(batch.requests, visuals)

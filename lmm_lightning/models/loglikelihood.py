@@ -4,10 +4,12 @@ A continuation's score is the sum of its tokens' log-probabilities and whether e
 (`score_continuation`). Requests that share a context (the choices of a question) can be scored three ways,
 chosen by `reuse_mode`: one sequence per request (`score_full`), the context once with its cached keys/values
 serving every continuation (`score_cached`, `score_shared_contexts`), or one packed row per context holding
-every choice under a block mask (`score_packed`).
+every choice under a block mask (`score_packed`). A whole text longer than the context is scored in disjoint
+windows (`rolling_windows`, `score_rolling`), for perplexity.
 """
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -242,3 +244,61 @@ def packed_inputs(packed: PackedRows, pad: int, additive: Optional[torch.dtype] 
     allowed |= torch.eye(width, dtype=torch.bool)[None]
     mask = allowed if additive is None else torch.zeros(allowed.shape, dtype=additive).masked_fill_(~allowed, torch.finfo(additive).min)
     return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
+
+
+# --- a whole text in windows of the context (loglikelihood_rolling) ---------------------------------
+def rolling_windows(tokens: list[int], max_length: int, prefix: int, context_length: int = 1) -> Encoded:
+    """Disjoint (context, predicted) windows that predict every token of `tokens` once, as lm-evaluation-harness
+    builds them (`get_rolling_token_windows` then `make_disjoint_window`). Each window's input, context plus
+    predicted tokens less the last, is at most `max_length` tokens.
+
+    The first window predicts up to `max_length` tokens after `prefix` (the BOS token, or EOS, so the first
+    token has something to condition on); each later one predicts the next `max_length - context_length + 1`
+    tokens (or what is left) after as many earlier tokens as fit.
+
+    >>> rolling_windows([1, 2, 3, 4, 5], max_length=2, prefix=0)
+    [([0], [1, 2]), ([2], [3, 4]), ([3, 4], [5])]
+    >>> rolling_windows([], max_length=2, prefix=0)
+    []
+    """
+    if not 1 <= context_length <= max_length:
+        raise ValueError(f"context_length must be in 1..max_length ({max_length}), got {context_length}")
+    if not tokens:
+        return []
+    first = min(max_length, len(tokens))
+    windows = [([prefix], tokens[:first])]
+    step, done = max_length - context_length + 1, first
+    while done < len(tokens):
+        end = min(len(tokens), done + step)
+        windows.append((tokens[end - max_length - 1 : done], tokens[done:end]))
+        done = end
+    return windows
+
+
+def score_rolling(
+    model: torch.nn.Module,
+    texts: list[Encoded],
+    pad: int,
+    device: torch.device,
+    rows: int,
+    forwards: Callable[[int], int] = lambda count: count,
+) -> Scored:
+    """Each text's summed log-probability over its windows, and whether every token was the argmax.
+
+    The windows of all texts run as one sequence each (`score_full`), at most `rows` per forward, so memory
+    stays that of a batch of `rows` full-length sequences however long the texts. A text without tokens
+    scores 0. `forwards(n)` is how many forwards to run when these windows need n: under FSDP the largest
+    count over the ranks (`EvalModule.synced_count`); the extra ones score a one-token stand-in and are dropped.
+    """
+    flat = [(i, window) for i, windows in enumerate(texts) for window in windows]
+    chunks = [flat[start : start + rows] for start in range(0, len(flat), rows)]
+    logprobs, greedy = [0.0] * len(texts), [True] * len(texts)
+    for k in range(forwards(len(chunks))):
+        if k >= len(chunks):
+            score_full(model, [([pad], [pad])], pad, device)  # keeps this rank in step with the others
+            continue
+        owners, windows = zip(*chunks[k])
+        for i, (logprob, is_greedy) in zip(owners, score_full(model, list(windows), pad, device)):
+            logprobs[i] += logprob
+            greedy[i] = greedy[i] and is_greedy
+    return list(zip(logprobs, greedy))

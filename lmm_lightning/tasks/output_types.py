@@ -229,8 +229,12 @@ class Loglikelihood(OutputKind):
         return None
 
 
+# Here, not at the top: `rolling.py` subclasses `OutputKind` above.
+from lmm_lightning.tasks.rolling import Rolling  # noqa: E402
+
 OUTPUT_KINDS: dict["OutputType", type[OutputKind]] = {
     "multiple_choice": MultipleChoice,
     "generate_until": Generation,
     "loglikelihood": Loglikelihood,
+    "loglikelihood_rolling": Rolling,
 }

@@ -9,9 +9,9 @@ import yaml
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.registry import default_higher_is_better
 
-# What a task asks the model for: a log-probability per choice, a generation, or one continuation's
-# log-probability. Each has one class in `output_types.py`.
-OutputType = Literal["multiple_choice", "generate_until", "loglikelihood"]
+# What a task asks the model for: a log-probability per choice, a generation, one continuation's
+# log-probability, or a whole text's (perplexity). Each has one class in `output_types.py` (`rolling.py`).
+OutputType = Literal["multiple_choice", "generate_until", "loglikelihood", "loglikelihood_rolling"]
 OUTPUT_TYPES: tuple[OutputType, ...] = get_args(OutputType)
 # Reasoning blocks removed from generations before scoring (the raw text stays in the samples file).
 DEFAULT_REASONING_TAGS = (("<think>", "</think>"),)

@@ -108,5 +108,5 @@ def test_resolve_batch_size_probes_the_longest_request_of_each_auto_type():
     assert resolved == {"loglikelihood": 7, "generate_until": 3}  # the smallest over ranks is what counts
     longest = max((r for r in requests if r.request_type is RequestType.LOGLIKELIHOOD), key=lambda r: (r.length, -r.uid))
     assert probed == [longest.uid]
-    assert resolve_batch_size(requests[:5], "auto", probe, all_min=lambda size: size) == {"loglikelihood": 8, "generate_until": 1}
+    assert resolve_batch_size(requests[:5], "auto", probe, all_min=lambda size: size) == {"loglikelihood": 8}
     assert resolve_batch_size(requests, 2, probe=None, all_min=None) == 2  # nothing to probe

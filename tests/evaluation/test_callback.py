@@ -71,5 +71,5 @@ def test_auto_batch_size_is_probed_after_the_model_loads_and_connected(tmp_path,
     data = BenchmarkDataModule([str(tiny_tasks / "tiny_mc.yaml")], batch_size="auto", max_batch_size=4)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[callback])
     trainer.predict(HFCausalLM(str(tiny_model)), data, return_predictions=False)
-    assert data.resolved_batch_size() == {"loglikelihood": 4, "generate_until": 1}
+    assert data.resolved_batch_size() == {"loglikelihood": 4}
     assert callback.results["results"]["tiny_mc"]["samples"] == 13

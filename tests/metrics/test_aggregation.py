@@ -16,6 +16,7 @@ from lmm_lightning.metrics import (
     bootstrap_statistics,
     mme_rows,
     pooled_stderr,
+    resample_indices,
     stability,
     stability_per_document,
     yes_no,
@@ -66,6 +67,38 @@ def test_weighted_perplexity_and_bits_per_byte() -> None:
     # -(-12 ln 2) / 8 bytes / ln 2 = 1.5 bits per byte
     ln2 = math.log(2)
     assert aggregate("bits_per_byte", [(-8 * ln2, 4), (-4 * ln2, 4)], 0, 0).value == pytest.approx(1.5)
+
+
+def _documents(n: int, seed: int = 0) -> np.ndarray:
+    """(log-likelihood, units) of `n` documents of very different lengths, as a rolling task gives them."""
+    rng = np.random.default_rng(seed)
+    units = rng.integers(1, 400, size=n)
+    return np.stack([-units * rng.uniform(1.0, 4.0, size=n), units], axis=1)
+
+
+@pytest.mark.parametrize("name", ["weighted_perplexity", "bits_per_byte"])
+def test_ratio_aggregations_bootstrap_whole_documents(name) -> None:
+    """Each resample draws documents, each with its own log-likelihood and units: the ratio of the drawn
+    sums (lm-eval's statistic on the resample), never numerators and denominators drawn apart."""
+    docs, iters, seed = _documents(300), 500, 11
+    ratio = lambda rows: -rows[:, 0].sum() / rows[:, 1].sum()
+    statistic = (lambda rows: math.exp(ratio(rows))) if name == "weighted_perplexity" else (lambda rows: ratio(rows) / math.log(2))
+    naive = np.array([statistic(docs[row]) for row in resample_indices(np.random.default_rng(seed), len(docs), iters)])
+    estimate = aggregate(name, [tuple(d) for d in docs], iters, seed)
+    assert estimate.value == pytest.approx(statistic(docs), rel=1e-12)
+    assert estimate.stderr == pytest.approx(naive.std(ddof=1), rel=1e-9)
+    assert (estimate.ci_lower, estimate.ci_upper) == pytest.approx(tuple(np.percentile(naive, [2.5, 97.5])), rel=1e-9)
+
+
+def test_ratio_aggregation_with_few_distinct_documents_resamples_them_too() -> None:
+    """At most 64 distinct (log-likelihood, units) rows take the multinomial path: the same distribution."""
+    docs = np.repeat(_documents(5, seed=3), [1, 7, 3, 20, 9], axis=0)  # 40 documents, 5 distinct
+    naive_rng = np.random.default_rng(0)
+    naive = [math.exp(-docs[row, 0].sum() / docs[row, 1].sum()) for row in resample_indices(naive_rng, len(docs), 20_000)]
+    estimate = aggregate("weighted_perplexity", [tuple(d) for d in docs], 20_000, seed=5)
+    assert estimate.stderr == pytest.approx(np.std(naive, ddof=1), rel=0.05)
+    assert estimate.ci_lower == pytest.approx(np.percentile(naive, 2.5), rel=0.02)
+    assert estimate.ci_upper == pytest.approx(np.percentile(naive, 97.5), rel=0.02)
 
 
 # --- POPE -------------------------------------------------------------------------------------------

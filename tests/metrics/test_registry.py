@@ -18,6 +18,7 @@ def test_metrics_by_output_type_keep_the_table_order():
     assert metrics_for("multiple_choice") == ["acc", "acc_norm", "acc_mutual_info"]
     assert metrics_for("loglikelihood") == ["acc", "logprob", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"]
     assert metrics_for("generate_until") == ["exact_match", "vqa_accuracy", "anls", "relaxed_accuracy"]
+    assert metrics_for("loglikelihood_rolling") == ["word_perplexity", "byte_perplexity", "bits_per_byte"]
 
 
 def test_defaults_outside_the_table():
@@ -33,6 +34,8 @@ def test_defaults_outside_the_table():
         ("loglikelihood", (-3.0, True, " two  words"), {"acc": 1.0, "logprob": -3.0, "perplexity": (-3.0, 1),
                                                         "word_perplexity": (-3.0, 3), "byte_perplexity": (-3.0, 11)}),
         ("generate_until", ("Paris", ("paris", "Paris")), {"exact_match": 1.0, "anls": 1.0, "relaxed_accuracy": 1.0}),
+        ("loglikelihood_rolling", (-3.0, " two  words"), {"word_perplexity": (-3.0, 3), "byte_perplexity": (-3.0, 11),
+                                                          "bits_per_byte": (-3.0, 11)}),
     ],
 )
 def test_each_output_type_calls_its_metrics_with_one_signature(output_type, args, expected):

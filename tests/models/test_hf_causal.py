@@ -212,3 +212,31 @@ def test_each_distinct_context_is_tokenised_once_per_batch(tiny_model, monkeypat
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     for (context, continuation), response in zip(pairs, got):
         assert response.logprob == pytest.approx(direct_loglikelihood(model, lm.tokenizer, context, continuation), abs=1e-4)
+
+
+def rolling(texts: list[str]) -> list[Request]:
+    return [Request(uid=i, task="t", doc_id=i, request_type=RequestType.LOGLIKELIHOOD_ROLLING, context="", continuation=t)
+            for i, t in enumerate(texts)]
+
+
+def test_a_rolling_text_that_fits_scores_as_the_whole_text_after_the_prefix(tiny_model):
+    model = HFCausalLM(pretrained=str(tiny_model), max_length=64)
+    model.configure_model()
+    text = "The quick brown fox jumps over the lazy dog."
+    (scored,) = model.loglikelihood_rolling(rolling([text]))
+    (whole,) = model.loglikelihood([Request(0, "t", 0, RequestType.LOGLIKELIHOOD, "", text)])  # after the BOS token
+    assert scored.logprob == pytest.approx(whole.logprob, abs=1e-4) and scored.is_greedy == whole.is_greedy
+
+
+def test_rolling_texts_longer_than_the_context_are_batch_invariant(tiny_model):
+    model = HFCausalLM(pretrained=str(tiny_model), max_length=5)
+    model.configure_model()
+    texts = ["one two three four five six seven eight nine ten " * 2, "", "Paris", "red green blue yellow circle square"]
+    together = model.loglikelihood_rolling(rolling(texts))
+    alone = [model.loglikelihood_rolling(rolling([t]))[0] for t in texts]
+    assert [r.logprob for r in together] == pytest.approx([r.logprob for r in alone], abs=1e-5)
+    assert together[1].logprob == 0.0  # nothing to score
+    wide = HFCausalLM(pretrained=str(tiny_model), max_length=64)
+    wide.configure_model()
+    assert wide.loglikelihood_rolling(rolling(texts[:1]))[0].logprob != pytest.approx(together[0].logprob, abs=1e-3)
+    assert model.predict_step(RequestBatch(rolling(texts), [False] * 4))[2].logprob == pytest.approx(alone[2].logprob, abs=1e-5)

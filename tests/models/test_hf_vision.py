@@ -20,7 +20,7 @@ from PIL import Image
 import lmm_lightning.models.hf_vision as hf_vision
 from tests.fixtures.vision import build_tiny_llava, build_tiny_qwen2_vl, qwen2_vl_processor
 from lmm_lightning.data import BenchmarkDataModule
-from lmm_lightning.data.datamodule import RequestDataset
+from lmm_lightning.data.datamodule import RequestBatch, RequestDataset
 from lmm_lightning.data.sampler import PaddedDistributedSampler
 from lmm_lightning.errors import InputError
 from lmm_lightning.models import HFVisionLM
@@ -288,3 +288,10 @@ def test_shared_prompt_and_images_are_encoded_once(tiny_llava, monkeypatch, reus
     got = model.loglikelihood(requests, visual)
     assert len(calls) == 8 and len(set(calls)) == 8
     assert [r.logprob for r in got] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_rolling_request_is_refused_with_the_model_to_use(tiny_llava):
+    model = HFVisionLM(str(tiny_llava))  # refused before any weights are needed
+    request = Request(uid=0, task="wiki", doc_id=3, request_type=RequestType.LOGLIKELIHOOD_ROLLING, context="", continuation="text")
+    with pytest.raises(InputError, match="HFVisionLM on task 'wiki', doc_id 3: loglikelihood_rolling .*models.HFCausalLM"):
+        model.answer(RequestBatch([request], [False]))

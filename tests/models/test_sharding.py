@@ -8,7 +8,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 from lmm_lightning.cli import strategy_with_timeout
 from lmm_lightning.data.sampler import plan_rank
-from lmm_lightning.models import HFCausalLM
+from lmm_lightning.models import EvalModule, HFCausalLM
 from lmm_lightning.models.sharding import NoSplitModulesPolicy, shard_plan
 
 from tests.data.test_sampler import make_requests
@@ -52,3 +52,34 @@ def test_every_rank_runs_the_same_forwards_of_each_kind(world_size):
     plans = [plan_rank(requests, 4, world_size, rank) for rank in range(world_size)]
     kinds = [[requests[b.uids[0]].request_type for b in plan] for plan in plans]
     assert all(k == kinds[0] for k in kinds)  # same kinds in the same order: collectives line up
+
+
+def _largest_count(rank: int, port: int, queue) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    model = EvalModule()  # `synced_count` needs only the trainer's strategy and world size
+    model._trainer = SimpleNamespace(strategy=FSDPStrategy(), world_size=2)
+    queue.put((rank, model.synced_count(3 + 4 * rank)))
+    torch.distributed.destroy_process_group()
+
+
+def test_sharded_ranks_agree_on_the_largest_forward_count():
+    """Under FSDP a rank with fewer rolling windows runs as many forwards as the rank with the most."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    processes = [context.Process(target=_largest_count, args=(rank, port, queue)) for rank in range(2)]
+    for process in processes:
+        process.start()
+    results = dict(queue.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert results == {0: 7, 1: 7}
+    plain = EvalModule()
+    plain._trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2)
+    assert plain.synced_count(3) == 3  # ranks that run alone keep their own count

@@ -10,6 +10,7 @@ from lmm_lightning.data.loading import select_range
 from lmm_lightning.requests import RequestType, Response
 from lmm_lightning.tasks import GroupSpec, OutputType, Target, Task, TaskSpec, TaskSpecError, resolve_tasks
 from lmm_lightning.tasks.output_types import OUTPUT_KINDS, Generation, Loglikelihood, MultipleChoice
+from lmm_lightning.tasks.rolling import Rolling
 
 
 def test_multiple_choice_document_yields_one_loglikelihood_request_per_choice(tiny_tasks):
@@ -101,7 +102,7 @@ MC_DOC = {"country": "France", "capital": "Paris", "choices": ["Rome", "Paris", 
 
 def test_each_output_type_has_one_class():
     assert list(OUTPUT_KINDS) == list(get_args(OutputType))
-    assert set(OUTPUT_KINDS.values()) == {MultipleChoice, Generation, Loglikelihood}
+    assert set(OUTPUT_KINDS.values()) == {MultipleChoice, Generation, Loglikelihood, Rolling}
 
 
 def test_multiple_choice_target_is_an_index_and_its_choice(tiny_tasks):
