@@ -332,7 +332,7 @@ class EvaluationCallback(Callback):
     def settings(self, datamodule: BenchmarkDataModule, pl_module: LightningModule, world_size: int) -> Settings:
         """This run as scoring and results.json see it."""
         return Settings(
-            bootstrap_iters=self.bootstrap_iters,
+            bootstrap_iters=0 if self.predict_only else self.bootstrap_iters,  # no intervals nobody reads
             seed=self.seed,
             model=type(pl_module).__name__,
             model_args=dict(getattr(pl_module, "hparams", {})),

@@ -23,7 +23,7 @@ import math
 import warnings
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -229,7 +229,9 @@ def aggregate(
 ) -> Estimate:
     """Score per-document `values` with aggregation `name`, with a standard error and interval.
 
-    Rows of `to_array(values)` are resampled by `bootstrap_counts`. With `bootstrap_iters` < 2 (or a
+    Rows of `to_array(values)` are resampled by `bootstrap_counts` for the interval. A mean's stderr is
+    the analytic one (sample std, n-1, over sqrt(n)), as lm-evaluation-harness reports it; every other
+    aggregation's is the bootstrap's. With `bootstrap_iters` < 2 (or a
     single document) "mean" falls back to the analytic stderr and a normal interval, and every other
     aggregation reports a nan stderr and interval.
     """
@@ -242,4 +244,7 @@ def aggregate(
     if bootstrap_iters < 2:
         nan = float("nan")
         return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, len(array))
-    return bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)
+    estimate = bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)
+    if name == "mean":  # the closed form lm-evaluation-harness reports; the interval stays the bootstrap's
+        return replace(estimate, stderr=mean_stderr(array))
+    return estimate

@@ -71,7 +71,7 @@ METRICS: dict[str, Metric] = {
     "logprob": Metric({"loglikelihood": lambda logprob, is_greedy, text: logprob}),
     "perplexity": Metric(
         {"loglikelihood": lambda logprob, is_greedy, text: perplexity(logprob, text)},
-        aggregation="weighted_perplexity",
+        aggregation="perplexity",
         higher_is_better=False,
     ),
     "word_perplexity": Metric(

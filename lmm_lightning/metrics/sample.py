@@ -388,13 +388,14 @@ def yes_no(response: str) -> str:
 # `bits_per_byte`) divides the summed log-likelihoods by the summed units, as lm-evaluation-harness does.
 
 
-def perplexity(logprob: float, text: str) -> tuple[float, int]:
-    """(log-likelihood, 1) of one document: `weighted_perplexity` over these is exp(-mean log-likelihood).
+def perplexity(logprob: float, text: str) -> float:
+    """The document's log-likelihood, as lm-evaluation-harness keeps it per document: the `perplexity`
+    aggregation over these is exp(-mean log-likelihood) (lambada_openai's YAML names both).
 
     >>> perplexity(-2.5, "any text")
-    (-2.5, 1)
+    -2.5
     """
-    return float(logprob), 1
+    return float(logprob)
 
 
 def word_perplexity(logprob: float, text: str) -> tuple[float, int]:

@@ -25,9 +25,12 @@ from lmm_lightning.metrics import (
 # --- simple aggregations ------------------------------------------------------------------------
 
 
-def test_mean_uses_the_exact_bootstrap_mean() -> None:
+def test_mean_interval_is_the_bootstrap_and_its_stderr_lm_evals() -> None:
     values = [1.0, 0.0, 1.0, 1.0]
-    assert aggregate("mean", values, bootstrap_iters=1000, seed=7) == bootstrap_mean(values, iters=1000, seed=7)
+    estimate, boot = aggregate("mean", values, bootstrap_iters=1000, seed=7), bootstrap_mean(values, iters=1000, seed=7)
+    assert (estimate.value, estimate.ci_lower, estimate.ci_upper, estimate.n) == (boot.value, boot.ci_lower, boot.ci_upper, boot.n)
+    # lm-evaluation-harness's mean_stderr: sample std (n-1) / sqrt(n) = sqrt(0.25) / 2, not the bootstrap's 0.2157
+    assert estimate.stderr == 0.25 and boot.stderr != 0.25
 
 
 def test_mean_without_bootstrap_is_analytic() -> None:

@@ -31,7 +31,7 @@ def test_defaults_outside_the_table():
     ("output_type", "args", "expected"),
     [
         ("multiple_choice", ([-1.0, -2.0], [], ["a", "bbbb"], 1), {"acc": 0.0, "acc_norm": 1.0}),  # -2 / 4 > -1 / 1
-        ("loglikelihood", (-3.0, True, " two  words"), {"acc": 1.0, "logprob": -3.0, "perplexity": (-3.0, 1),
+        ("loglikelihood", (-3.0, True, " two  words"), {"acc": 1.0, "logprob": -3.0, "perplexity": -3.0,
                                                         "word_perplexity": (-3.0, 3), "byte_perplexity": (-3.0, 11)}),
         ("generate_until", ("Paris", ("paris", "Paris")), {"exact_match": 1.0, "anls": 1.0, "relaxed_accuracy": 1.0}),
         ("loglikelihood_rolling", (-3.0, " two  words"), {"word_perplexity": (-3.0, 3), "byte_perplexity": (-3.0, 11),
@@ -63,6 +63,6 @@ def test_a_run_uses_the_tested_perplexity_helpers(lambada_like):
     assert scores["word_perplexity"] == word_perplexity(-4.0, target) == (-4.0, 3)
     assert scores["byte_perplexity"] == scores["bits_per_byte"] == (-4.0, 8)
     assert [lambada_like.aggregation(m.metric) for m in lambada_like.metrics] == [
-        "weighted_perplexity", "weighted_perplexity", "weighted_perplexity", "bits_per_byte",
+        "perplexity", "weighted_perplexity", "weighted_perplexity", "bits_per_byte",
     ]
     assert not any(m.higher_is_better for m in lambada_like.metrics)
