@@ -2,7 +2,6 @@
 
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import jinja2
@@ -16,6 +15,8 @@ from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.requests import Request, RequestType
 from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, resolve
+from lmm_lightning.tasks.registry import as_folders
+from lmm_lightning.tasks.task import FEWSHOT_SELECTIONS, FewshotSelection
 
 
 @dataclass(frozen=True)
@@ -178,12 +179,16 @@ class BenchmarkDataModule(LightningDataModule):
         offset: documents skipped at the start of each task.
         batch_size: one size, or a size per request type (`{"loglikelihood": 32, "generate_until": 8}`).
         num_workers: data loader workers preparing batches while the model runs.
-        include_path: an extra folder of task YAMLs to search by name.
-        seed: seeds few-shot sampling per (seed, task, doc_id).
+        include_path: folders of task YAMLs (one folder or a list) searched by name after the builtin
+            tasks, e.g. lm-evaluation-harness's `lm_eval/tasks`; a name they define wins over a builtin one.
+        seed: seeds few-shot sampling per (seed, task, doc_id) (lm-eval's fewshot seed under "lm_eval").
         max_batch_size: the ceiling of `batch_size: auto`.
         generation_kwargs: per-task overrides of the YAML's generation_kwargs, e.g.
             `{"capitals_gen": {"max_new_tokens": 16}}`; the key "*" applies to every task.
         num_fewshot: overrides every task's `num_fewshot` (e.g. 5 for MMLU 5-shot).
+        fewshot_selection: "seeded" (each document's examples drawn from (seed, task, doc_id): the same
+            on any world size) or "lm_eval" (the examples lm-evaluation-harness 0.4.13 draws in one
+            process: its sampler's `random.Random(seed)` advanced document by document, in order).
     """
 
     def __init__(
@@ -193,11 +198,12 @@ class BenchmarkDataModule(LightningDataModule):
         offset: int = 0,
         batch_size: BatchSize = 8,
         num_workers: int = 0,
-        include_path: Optional[str] = None,
+        include_path: Union[str, list[str], None] = None,
         seed: int = 1234,
         max_batch_size: int = 64,
         generation_kwargs: Optional[dict[str, dict[str, Any]]] = None,
         num_fewshot: Optional[int] = None,
+        fewshot_selection: FewshotSelection = "seeded",
     ) -> None:
         super().__init__()
         check_batch_size(batch_size)
@@ -205,8 +211,11 @@ class BenchmarkDataModule(LightningDataModule):
         check_at_least("max_batch_size", max_batch_size, 1)
         check_at_least("num_fewshot", num_fewshot, 0)
         check_generation_overrides(generation_kwargs or {})
-        if include_path is not None and not Path(include_path).is_dir():
-            raise InputError(f"data.include_path: {include_path!r} is not a folder; expected a folder of task YAMLs")
+        for folder in as_folders(include_path):
+            if not folder.is_dir():
+                raise InputError(f"data.include_path: {str(folder)!r} is not a folder; expected a folder of task YAMLs (or a list of them)")
+        if fewshot_selection not in FEWSHOT_SELECTIONS:
+            raise InputError(f"data.fewshot_selection: expected one of {list(FEWSHOT_SELECTIONS)}, got {fewshot_selection!r}")
         self.task_names = list(tasks)
         self.limit = limit
         self.offset = offset
@@ -217,6 +226,7 @@ class BenchmarkDataModule(LightningDataModule):
         self.max_batch_size = max_batch_size
         self.generation_kwargs = generation_kwargs or {}
         self.num_fewshot = num_fewshot
+        self.fewshot_selection = fewshot_selection
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -255,7 +265,7 @@ class BenchmarkDataModule(LightningDataModule):
     def _setup_task(self, spec: TaskSpec) -> None:
         where = spec.source or spec.task
         check_generation_kwargs(spec.generation_kwargs, f"{where}: field 'generation_kwargs'")
-        task = Task(spec, seed=self.seed)
+        task = Task(spec, seed=self.seed, fewshot_selection=self.fewshot_selection)
         check_aggregations(task, str(where))
         documents = load_documents(task, self.limit, self.offset)
         self.documents[task.name] = documents

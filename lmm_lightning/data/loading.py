@@ -12,6 +12,7 @@ import PIL.Image
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.tasks import Task, TaskSpec
+from lmm_lightning.tasks.spec import FunctionRef
 from lmm_lightning.tasks.templates import is_reference, resolve_reference
 
 
@@ -74,14 +75,29 @@ def _resolve_files(data_files: Union[str, list, dict], root: Path) -> Union[str,
 
 
 def _read_split(spec: TaskSpec, split: str) -> datasets.Dataset:
+    if isinstance(spec.dataset_path, FunctionRef):
+        return spec.dataset_path.resolve(f"{spec.source}: field 'dataset_path'")(split)
     if is_reference(spec.dataset_path):
         root = spec.source.parent if spec.source else None
         loader = resolve_reference(spec.dataset_path, root, f"{spec.source}: field 'dataset_path'")
         return loader(split)
-    data_files = spec.data_files
+    kwargs = dict(spec.dataset_kwargs or {})
+    kwargs.pop("trust_remote_code", None)  # datasets 4+ runs no loading scripts; lm-eval drops it too
+    data_files = kwargs.pop("data_files", spec.data_files)
     if data_files is not None and spec.source is not None:
         data_files = _resolve_files(data_files, spec.source.parent)
-    return datasets.load_dataset(spec.dataset_path, spec.dataset_name, data_files=data_files, split=split)
+    return datasets.load_dataset(spec.dataset_path, spec.dataset_name, data_files=data_files, split=split, **kwargs)
+
+
+def processed(split: datasets.Dataset, process_docs: Any, spec: TaskSpec) -> datasets.Dataset:
+    """A split through the task's `process_docs` (lm-evaluation-harness applies it to every split it reads)."""
+    if process_docs is None:
+        return split
+    try:
+        out = process_docs(split)
+    except Exception as err:  # noqa: BLE001 - the task's own code
+        raise InputError(f"{spec.source or spec.task}: field 'process_docs': {type(err).__name__}: {err}") from None
+    return out if isinstance(out, datasets.Dataset) else datasets.Dataset.from_list(list(out))
 
 
 def load_split(spec: TaskSpec, split: Optional[str] = None) -> datasets.Dataset:
@@ -171,16 +187,39 @@ def image_rows(task: Task, split: datasets.Dataset, selected: range) -> datasets
 
 
 # --- one task's documents --------------------------------------------------------------------------
+def fewshot_documents(task: Task, text_split: datasets.Dataset) -> list[dict[str, Any]]:
+    """The few-shot pool, as lm-evaluation-harness finds it: `fewshot_config.split` (or `fewshot_split`)
+    through its `process_docs`, else `fewshot_config.samples`, else training, validation or the evaluated
+    split; `fewshot_config.fewshot_indices` then picks from it."""
+    spec, config = task.spec, task.fewshot_config
+    samples = config.samples
+    if spec.explicit_fewshot_split is None and samples is not None:
+        if isinstance(samples, FunctionRef):
+            samples = samples.resolve(f"{spec.source}: field 'fewshot_config.samples'")()
+        docs = [dict(d) for d in samples]
+    elif task.fewshot_same_split:
+        docs = text_rows(text_split, spec)
+    else:
+        process = task.fewshot_process_docs if spec.explicit_fewshot_split else task.process_docs
+        pool = processed(load_split(spec, spec.fewshot_source), process or task.process_docs, spec)
+        docs = text_rows(_without_images(pool), spec)
+    if config.fewshot_indices:
+        docs = [docs[i] for i in config.fewshot_indices]
+    return docs
+
+
 def load_documents(task: Task, limit: Union[int, float, None], offset: int) -> TaskDocuments:
-    """The task's selected documents; also fills `task.fewshot_pool` when the task is few-shot."""
+    """The task's selected documents; also fills `task.fewshot_pool` when the task is few-shot (and
+    `task.fewshot_plan` for lm-eval's selection, computed over all documents in order)."""
     spec = task.spec
-    split = load_split(spec)
+    split = processed(load_split(spec), task.process_docs, spec)
     if len(split) == 0:
         raise InputError(f"{spec.source or spec.task}: split '{spec.evaluated_split}' of task '{task.name}' has no documents")
     text_split = _without_images(split)
     if spec.num_fewshot:
-        pool = text_split if task.fewshot_same_split else _without_images(load_split(spec, spec.fewshot_source))
-        task.fewshot_pool = list(enumerate(text_rows(pool, spec)))
+        task.fewshot_pool = list(enumerate(fewshot_documents(task, text_split)))
+        if task.fewshot_selection == "lm_eval":
+            task.plan_fewshot(text_rows(text_split, spec))
     try:
         selected = select_range(len(split), limit, offset)
     except ValueError as err:

@@ -23,13 +23,14 @@ DEFAULT_MAX_NEW_TOKENS = 256
 LETTERS = "ABCDEFGHIJ"
 
 
-def generation_spec(kwargs: dict[str, Any], seed: int) -> GenerationSpec:
-    """A task's `generation_kwargs` read as lm-evaluation-harness reads them (`max_gen_toks` too).
+def generation_spec(kwargs: dict[str, Any], seed: int, default_until: str = "\n\n") -> GenerationSpec:
+    """A task's `generation_kwargs` read as lm-evaluation-harness reads them (`max_gen_toks` too; without
+    `until`, generation stops at the task's `fewshot_delimiter`, `default_until`).
 
     >>> generation_spec({"until": "\\n", "max_gen_toks": 32}, seed=1)
     GenerationSpec(until=('\\n',), max_new_tokens=32, do_sample=False, temperature=1.0, top_p=1.0, seed=1)
     """
-    until = kwargs.get("until", ["\n\n"])
+    until = kwargs.get("until", [default_until])
     return GenerationSpec(
         until=tuple([until] if isinstance(until, str) else until),
         max_new_tokens=int(kwargs.get("max_new_tokens", kwargs.get("max_gen_toks", DEFAULT_MAX_NEW_TOKENS))),
@@ -104,16 +105,19 @@ class MultipleChoice(OutputKind):
     default_metrics = ("acc", "acc_norm")
 
     def doc_to_target(self, doc: dict[str, Any]) -> int:
-        """The gold choice's index: given as an index, a digit string, one of the choices, or a letter A-J."""
+        """The gold choice's index: given as an index, one of the choices, a digit string, or a letter A-J;
+        for a multiple-input task (winogrande) `doc_to_text` gives it (lm-evaluation-harness)."""
+        if self.task.multiple_input(doc):
+            return self.task.doc_to_text(doc)
         target = self.task.render_target(doc)
         if isinstance(target, int):
             return target
         choices = self.task.doc_to_choice(doc)
+        if target in choices:
+            return choices.index(target)
         text = str(target).strip()
         if text.isdigit():
             return int(text)
-        if target in choices:
-            return choices.index(target)
         if len(text) == 1 and text.upper() in LETTERS:
             return LETTERS.index(text.upper())
         raise ValueError(f"target {target!r} is neither an index, a letter nor one of the choices {choices}")
@@ -123,12 +127,17 @@ class MultipleChoice(OutputKind):
         return Target((self.task.doc_to_choice(doc)[index],), index=index)
 
     def requests(self, doc_id: int, doc: dict[str, Any], first_uid: int) -> list[Request]:
-        context = self.task.context(doc_id, doc)
-        choices = [self.task.spec.target_delimiter + c for c in self.task.doc_to_choice(doc)]
+        delimiter = self.task.spec.target_delimiter
+        choices = [delimiter + c for c in self.task.doc_to_choice(doc)]
         target = self.doc_to_target(doc)  # checked now, not after the model has run
         if not 0 <= target < len(choices):
             raise ValueError(f"target index {target} is out of range for {len(choices)} choices")
-        pairs = [(context, choice) for choice in choices]
+        if self.task.multiple_input(doc):  # each choice completes the context; the target is the continuation
+            continuation = delimiter + str(self.task.render_target(doc))
+            pairs = [(context, continuation) for context in self.task.contexts(doc_id, doc)]
+        else:
+            context = self.task.context(doc_id, doc)
+            pairs = [(context, choice) for choice in choices]
         if any(m.metric == "acc_mutual_info" for m in self.task.metrics):
             pairs += [("", choice) for choice in choices]  # each choice again, without the question
         return [
@@ -166,7 +175,7 @@ class Generation(OutputKind):
 
     def __init__(self, task: "Task") -> None:
         super().__init__(task)
-        self.generation = generation_spec(task.spec.generation_kwargs, task.seed)
+        self.generation = generation_spec(task.spec.generation_kwargs, task.seed, task.spec.fewshot_delimiter)
 
     def filters(self, where: str) -> list[tuple[str, FilterPipeline]]:
         """The task's `filter_list`, or the one pipeline "none" (the first response as is)."""

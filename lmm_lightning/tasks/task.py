@@ -1,16 +1,60 @@
-"""A Task: one benchmark's templates, few-shot prompts and metrics; its output type does the rest."""
+"""A Task: one benchmark's templates, few-shot prompts and metrics; its output type does the rest.
 
+Documents become text as lm-evaluation-harness 0.4 makes them (`ConfigurableTask.doc_to_text`,
+`doc_to_target`, `doc_to_choice`, `fewshot_context`), so its YAMLs give the same prompts here.
+"""
+
+import ast
 import random
-from typing import Any, Union
+from dataclasses import replace
+from typing import Any, Literal, Optional, Union
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.registry import default_aggregation, metrics_for
 from lmm_lightning.requests import Request, Response
 from lmm_lightning.tasks.output_types import OUTPUT_KINDS, OutputKind
 from lmm_lightning.tasks.postprocess import postprocess_generation
-from lmm_lightning.tasks.spec import MetricSpec, TaskSpec, TaskSpecError
+from lmm_lightning.tasks.spec import FewshotConfig, FunctionRef, MetricSpec, TaskSpec, TaskSpecError
 from lmm_lightning.tasks.target import Target
-from lmm_lightning.tasks.templates import is_reference, render, render_choices, resolve_reference
+from lmm_lightning.tasks.templates import is_reference, render, resolve_reference
+
+FewshotSelection = Literal["seeded", "lm_eval"]
+FEWSHOT_SELECTIONS = ("seeded", "lm_eval")
+# The options a metric accepts in `metric_list`, under lm-evaluation-harness's names (and ours).
+METRIC_OPTIONS: dict[str, tuple[str, ...]] = {
+    "exact_match": ("ignore_case", "ignore_punctuation", "ignore_numbers", "regexes_to_ignore", "ignore_regexes"),
+}
+
+
+def _metric_options(metric: MetricSpec, where: str) -> dict[str, Any]:
+    """A metric's options as its function takes them: lm-eval's `regexes_to_ignore` is our
+    `ignore_regexes`; `ignore_numbers` removes the digits 0-9 after the other regexes, as lm-eval does."""
+    known = METRIC_OPTIONS.get(str(metric.metric), ())
+    unknown = sorted(set(metric.options) - set(known))
+    if unknown:
+        raise TaskSpecError(
+            f"{where}: field 'metric_list' ({metric.metric}): unknown option(s) {unknown}; "
+            f"{metric.metric} accepts {list(known) or 'no options'}"
+        )
+    options = dict(metric.options)
+    regexes = list(options.pop("regexes_to_ignore", None) or []) + list(options.pop("ignore_regexes", None) or [])
+    if options.pop("ignore_numbers", False):
+        regexes.append("[0-9]")
+    if regexes:
+        options["ignore_regexes"] = tuple(regexes)
+    return options
+
+
+def prompt_kwargs(spec: TaskSpec) -> Optional[dict[str, Any]]:
+    """lmms-eval's `lmms_eval_specific_kwargs` as a model without an entry of its own gets them: the
+    mapping with its `default` entry merged in (lmms-eval 0.7 `ConfigurableTask.__init__`)."""
+    kwargs = spec.lmms_eval_specific_kwargs
+    if kwargs is None:
+        return None
+    for key in ("default", "dataset"):
+        if isinstance(kwargs.get(key), dict):
+            return {**kwargs, **kwargs[key]}
+    return dict(kwargs)
 
 
 class Task:
@@ -18,31 +62,63 @@ class Task:
 
     `kind` (chosen once from `spec.output_type`, see `output_types.py`) builds the requests, filters
     the responses, scores a document and describes a record; the methods of the same name ask it.
+
+    `fewshot_selection`: "seeded" draws each document's examples from (seed, task, doc_id), the same
+    for any world size; "lm_eval" draws them as lm-evaluation-harness 0.4.13 does in one process (one
+    `random.Random(seed)` advanced document by document, see `plan_fewshot`).
     """
 
-    def __init__(self, spec: TaskSpec, seed: int = 1234) -> None:
+    def __init__(self, spec: TaskSpec, seed: int = 1234, fewshot_selection: FewshotSelection = "seeded") -> None:
+        if fewshot_selection not in FEWSHOT_SELECTIONS:
+            raise InputError(f"data.fewshot_selection: expected one of {list(FEWSHOT_SELECTIONS)}, got {fewshot_selection!r}")
         self.spec = spec
         self.seed = seed
-        where = str(spec.source or spec.task)
-        names = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_visual", "process_results")
-        self._text, self._target, self._choice, self._visual, self._process_results = [self._template(n, where) for n in names]
+        self.fewshot_selection = fewshot_selection
+        self.where = where = str(spec.source or spec.task)
+        self._check_prompt_fields()
+        names = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_visual", "process_results", "process_docs")
+        self._text, self._target, self._choice, self._visual, self._process_results, self.process_docs = [
+            self._template(getattr(spec, n), n) for n in names
+        ]
+        self.fewshot_config = spec.fewshot_config or FewshotConfig()
+        self._shot_text, self._shot_target, self._shot_choice = [
+            self._template(getattr(self.fewshot_config, n), f"fewshot_config.{n}") for n in ("doc_to_text", "doc_to_target", "doc_to_choice")
+        ]
+        self.fewshot_process_docs = self._template(self.fewshot_config.process_docs, "fewshot_config.process_docs")
+        self.prompt_kwargs = prompt_kwargs(spec)
         self.kind: OutputKind = OUTPUT_KINDS[spec.output_type](self)
         self.metrics = spec.metric_list or [MetricSpec.from_dict({"metric": m}) for m in self.kind.default_metrics]
         self._check_metrics(where)
+        self.metrics = [replace(m, options=_metric_options(m, where)) for m in self.metrics]
         self.filters = self.kind.filters(where)
         self.fewshot_pool: list[tuple[int, dict[str, Any]]] = []  # (doc_id, doc), filled by the data module
+        self.fewshot_plan: dict[int, list[dict[str, Any]]] = {}  # doc_id -> its examples ("lm_eval" selection)
         # Few-shot examples drawn from the evaluated split itself never include the document asked.
         self.fewshot_same_split = spec.fewshot_source == spec.evaluated_split
 
-    def _template(self, name: str, where: str) -> Any:
-        """A spec field as written, or the function a `module:function` reference names."""
-        value = getattr(self.spec, name)
+    def _check_prompt_fields(self) -> None:
+        for name in ("doc_to_text", "doc_to_target"):
+            if getattr(self.spec, name) is None:
+                extra = " (lmms-eval's doc_to_messages alone is not supported)" if self.spec.doc_to_messages is not None else ""
+                raise TaskSpecError(f"{self.where}: field '{name}' is required to build this task's requests{extra}")
+
+    def _template(self, value: Any, name: str) -> Any:
+        """A spec field as written, or the function a `!function` tag or `module:function` reference names."""
+        if isinstance(value, FunctionRef):
+            return value.resolve(f"{self.where}: field '{name}'")
         if not is_reference(value):
             return value
         root = self.spec.source.parent if self.spec.source else None
-        return resolve_reference(value, root, f"{where}: field '{name}'")
+        return resolve_reference(value, root, f"{self.where}: field '{name}'")
 
     def _check_metrics(self, where: str) -> None:
+        for i, metric in enumerate(self.metrics):
+            for key in ("metric", "aggregation", "higher_is_better"):
+                if isinstance(getattr(metric, key), FunctionRef):
+                    raise TaskSpecError(
+                        f"{where}: field 'metric_list[{i}].{key}': {getattr(metric, key)} is not supported; "
+                        "name a metric, an aggregation and true/false (see `lmm-lightning tasks`)"
+                    )
         if self._process_results is not None:
             return  # the task's own function returns its metrics
         known = metrics_for(self.spec.output_type)
@@ -68,53 +144,148 @@ class Task:
                 return spec.aggregation
         return default_aggregation(metric)
 
-    # --- documents to text -------------------------------------------------------------------
-    def doc_to_text(self, doc: dict[str, Any]) -> str:
-        return str(render(self._text, doc))
+    # --- documents to text, as lm-evaluation-harness reads each field ----------------------------
+    def doc_to_text(self, doc: dict[str, Any], template: Any = None) -> Union[str, int]:
+        """The question; an int (a template rendering digits, with choices) is the gold index of a
+        "multiple input" task such as winogrande, whose choices are the contexts."""
+        template = self._text if template is None else template
+        if callable(template) and self.prompt_kwargs is not None:
+            return template(doc, self.prompt_kwargs)  # lmms-eval passes its prompt settings second
+        value = render(template, doc)
+        if isinstance(template, str) and template not in doc and value.isdigit() and self.spec.doc_to_choice is not None:
+            return int(value)
+        return value
 
-    def doc_to_choice(self, doc: dict[str, Any]) -> list[str]:
-        return render_choices(self._choice, doc)
+    def doc_to_choice(self, doc: dict[str, Any], template: Any = None) -> list[str]:
+        template = self._choice if template is None else template
+        value = render(template, doc)
+        if isinstance(template, str) and template not in doc:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise ValueError(f"doc_to_choice rendered {value!r}, which is not a list literal") from None
+        if isinstance(value, dict):
+            value = list(value.values())
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"doc_to_choice must give a non-empty list of strings, got {value!r}")
+        return [str(choice) for choice in value]
 
     def doc_to_visual(self, doc: dict[str, Any]) -> list[Any]:
         """The document's images (a column holding one image or a list, or a function)."""
         if self._visual is None:
             return []
-        value = render(self._visual, doc) if not isinstance(self._visual, str) else doc[self._visual]
+        if isinstance(self._visual, str):
+            value = doc[self._visual]
+        elif self.prompt_kwargs is not None and _n_parameters(self._visual) == 2:
+            value = self._visual(doc, self.prompt_kwargs)
+        else:
+            value = render(self._visual, doc)
         return list(value) if isinstance(value, (list, tuple)) else [value]
 
-    def render_target(self, doc: dict[str, Any]) -> Any:
-        """`doc_to_target` rendered on the document, before the output type reads it."""
-        return render(self._target, doc)
+    def render_target(self, doc: dict[str, Any], template: Any = None) -> Any:
+        """`doc_to_target` on the document: an index, a list of references, or a text (a template that
+        renders digits is an index when the task has choices, one that renders a list literal a list)."""
+        template = self._target if template is None else template
+        value = render(template, doc)
+        if not isinstance(template, str) or template in doc:
+            return value
+        if value.isdigit() and self.spec.doc_to_choice is not None:
+            return int(value)
+        if len(value) >= 2 and value[0] == "[" and value[-1] == "]":
+            try:
+                return ast.literal_eval(value)
+            except (SyntaxError, ValueError):
+                return value
+        return value
+
+    def multiple_input(self, doc: dict[str, Any]) -> bool:
+        """lm-evaluation-harness's "multiple input": `doc_to_text` gives an index, the choices are contexts."""
+        return self.spec.doc_to_choice is not None and isinstance(self.doc_to_text(doc), int)
 
     def doc_to_target(self, doc: dict[str, Any]) -> Union[int, str, list[str]]:
         """The gold answer as the samples file writes it: a choice index for multiple choice, the
-        reference text(s) otherwise."""
+        reference text(s) otherwise; for a multiple-input task (winogrande) the continuation every choice
+        shares, as lm-evaluation-harness writes it (the gold index is `doc_to_text`'s)."""
+        if self.multiple_input(doc):
+            return self.render_target(doc)
         return self.kind.doc_to_target(doc)
 
     def target(self, doc: dict[str, Any]) -> Target:
-        """The gold answer as metrics and few-shot examples read it."""
+        """The gold answer as metrics read it."""
         return self.kind.target(doc)
 
     # --- few-shot -----------------------------------------------------------------------------
     def fewshot_examples(self, doc_id: int) -> list[dict[str, Any]]:
-        """Examples seeded by (seed, task, doc_id): the same on every rank and for every world size."""
+        """The document's examples: planned ("lm_eval"), or seeded by (seed, task, doc_id), the same on
+        every rank and for every world size."""
         k = self.spec.num_fewshot
         if k == 0:
             return []
+        if self.fewshot_selection == "lm_eval":
+            return self.fewshot_plan[doc_id]
         pool = [d for i, d in self.fewshot_pool if not (self.fewshot_same_split and i == doc_id)]
         if len(pool) < k:
             raise InputError(f"{self.spec.source}: field 'num_fewshot' is {k} but only {len(pool)} few-shot documents exist")
-        if self.spec.fewshot_sampler == "first_n":  # lm-evaluation-harness's MMLU: the first k, in order
+        if self.spec.sampler == "first_n":  # lm-evaluation-harness's MMLU: the first k, in order
             return pool[:k]
         rng = random.Random(f"{self.seed}:{self.name}:{doc_id}")
         return rng.sample(pool, k)
 
+    def plan_fewshot(self, eval_docs: list[dict[str, Any]]) -> None:
+        """lm-evaluation-harness 0.4.13's examples for every document, in document order (so they do not
+        depend on the world size): one `random.Random(seed)` whose `sample(pool, k)` runs per document;
+        when the examples come from the evaluated split (its `fewshot_split == test_split`) it samples
+        k + 1 and drops the document itself (and any equal to it); `first_n` takes the first k."""
+        k, pool = self.spec.num_fewshot, [d for _, d in self.fewshot_pool]
+        if k == 0:
+            return
+        if len(pool) < k:
+            raise InputError(f"{self.spec.source}: field 'num_fewshot' is {k} but only {len(pool)} few-shot documents exist")
+        exclude = self.spec.explicit_fewshot_split == self.spec.test_split
+        rng = random.Random(self.seed)
+        for doc_id, doc in enumerate(eval_docs):
+            eval_doc = doc if exclude else None
+            if self.spec.sampler == "first_n":
+                shots = [d for d in pool if d != eval_doc][:k] if eval_doc is not None else pool[:k]
+            elif eval_doc is None:
+                shots = rng.sample(pool, k)
+            else:
+                shots = [d for d in rng.sample(pool, k + 1) if d != eval_doc][:k]
+                if len(shots) < k:
+                    shots = rng.sample([d for d in pool if d != eval_doc], k)
+            self.fewshot_plan[doc_id] = shots
+
+    def shot(self, doc: dict[str, Any]) -> str:
+        """One example as lm-eval writes it: text, target_delimiter, answer, fewshot_delimiter (each
+        field from `fewshot_config` where it sets one)."""
+        config = self.fewshot_config
+        text = self.doc_to_text(doc, self._shot_text)
+        choices = self.doc_to_choice(doc, self._shot_choice) if (self._shot_choice or self._choice) is not None else None
+        answer = self.render_target(doc, self._shot_target)
+        if isinstance(text, int) and choices is not None:  # multiple input: the gold context, then the continuation
+            text, choices = choices[text], None
+        if answer is None or answer == "":
+            return str(text)
+        if choices and isinstance(answer, int):
+            answer = choices[answer]
+        elif isinstance(answer, list):
+            answer = answer[0]
+        target_delimiter = self.spec.target_delimiter if config.target_delimiter is None else config.target_delimiter
+        fewshot_delimiter = self.spec.fewshot_delimiter if config.fewshot_delimiter is None else config.fewshot_delimiter
+        return f"{text}{target_delimiter}{answer}{fewshot_delimiter}"
+
+    def prefix(self, doc_id: int, doc: dict[str, Any]) -> str:
+        """The description (a Jinja2 template or column, as in lm-eval) and the examples."""
+        description = str(render(self.spec.description, doc)) if self.spec.description else ""
+        return description + "".join(self.shot(ex) for ex in self.fewshot_examples(doc_id))
+
     def context(self, doc_id: int, doc: dict[str, Any]) -> str:
-        shots = [
-            self.doc_to_text(ex) + self.spec.target_delimiter + self.target(ex).text for ex in self.fewshot_examples(doc_id)
-        ]
-        body = self.spec.fewshot_delimiter.join(shots + [self.doc_to_text(doc)])
-        return self.spec.description + body
+        return self.prefix(doc_id, doc) + str(self.doc_to_text(doc))
+
+    def contexts(self, doc_id: int, doc: dict[str, Any]) -> list[str]:
+        """A multiple-input document's contexts: the prefix and each choice."""
+        prefix = self.prefix(doc_id, doc)
+        return [prefix + choice for choice in self.doc_to_choice(doc)]
 
     # --- requests and scoring: the output type's --------------------------------------------
     def build_requests(self, doc_id: int, doc: dict[str, Any], first_uid: int) -> list[Request]:
@@ -151,3 +322,12 @@ class Task:
     def describe(self, record: dict[str, Any]) -> tuple[str, str]:
         """What the model answered and the gold answer of one samples record, as text for the loggers."""
         return self.kind.describe(record)
+
+
+def _n_parameters(function: Any) -> int:
+    import inspect
+
+    try:
+        return len(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return 1

@@ -4,6 +4,7 @@ import ast
 import importlib
 import importlib.util
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -12,7 +13,13 @@ import jinja2
 
 from lmm_lightning.errors import InputError
 
+def _regex_replace(string: str, pattern: str, repl: str, count: int = 0) -> str:
+    """lm-evaluation-harness's Jinja2 filter `regex_replace`, which its templates use."""
+    return re.sub(pattern, repl, string, count=count)
+
+
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENV.filters["regex_replace"] = _regex_replace
 
 
 @lru_cache(maxsize=256)
@@ -79,3 +86,35 @@ def anchor(value: Any, folder: Path) -> Any:
         return value
     local = folder / (match["module"].replace(".", "/") + ".py")
     return f"{local.resolve()}:{match['function']}" if local.is_file() else value
+
+
+def _load_module_file(path: Path) -> Any:
+    """A module from its file, imported once per file (lm-evaluation-harness's tasks share a utils.py)."""
+    name = f"lmm_lightning_task_{abs(hash(str(path)))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def import_function(qualname: str, folder: Path, where: str) -> Callable:
+    """A `!function module.attr` tag: `<folder>/module.py` first, else an importable module
+    (lm-evaluation-harness's order)."""
+    module_name, _, attr = qualname.rpartition(".")
+    if not module_name:
+        raise InputError(f"{where}: !function {qualname!r}: expected module.function")
+    local = (folder / (module_name.replace(".", "/") + ".py")).resolve()
+    try:
+        module = _load_module_file(local) if local.is_file() else importlib.import_module(module_name)
+    except ImportError as err:
+        raise InputError(f"{where}: cannot import module '{module_name}' for !function {qualname}: {err}") from None
+    if not hasattr(module, attr):
+        raise InputError(f"{where}: module '{module_name}' ({local if local.is_file() else module_name}) has no function '{attr}'")
+    return getattr(module, attr)

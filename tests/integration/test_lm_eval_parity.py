@@ -5,7 +5,7 @@ tasks folder as `include_path`, HFCausalLM) evaluate the same tiny fp32 model on
 copies of the hub datasets (tests/fixtures/lm_eval_data, the working directory of both runs), and every
 task must give the same requests (context and continuation), log-probabilities within 1e-4 with the same
 is_greedy, the same generations, the same per-document metric values, the same aggregate and, for means,
-the same stderr (lm-eval reports the closed-form CLT stderr, ours with `bootstrap_iters: 0`).
+the same stderr (lm-eval reports the closed-form CLT stderr; so do we for a mean, beside the bootstrap interval).
 
 Each task runs with its YAML's own num_fewshot (gsm8k: 5), and three variants that include the YAML and
 change only the task name and num_fewshot (arc_easy 3-shot, mmlu 2-shot, gsm8k 0-shot). One subprocess
@@ -105,8 +105,8 @@ def our_run(tmp_path_factory, parity_model, variants):
             "init_args": {"tasks": tasks, "include_path": [str(LM_EVAL_TASKS)], "batch_size": 8, "fewshot_selection": "lm_eval"},
         },
         "trainer": {"accelerator": "cpu", "devices": 1},
-        # bootstrap_iters 0: a mean's stderr is the closed-form one lm-eval reports
-        "evaluation": {"bootstrap_iters": 0, "log_samples": True, "layout": "lm_eval"},
+        # with the bootstrap on, a mean's stderr is still the closed-form one lm-eval reports
+        "evaluation": {"bootstrap_iters": 2000, "log_samples": True, "layout": "lm_eval"},
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -116,9 +116,21 @@ def our_run(tmp_path_factory, parity_model, variants):
 
 
 # --- reading one sample line the same way from both harnesses ---------------------------------------
+def generation_settings(kwargs: dict) -> tuple:
+    """What decides a greedy generation, with lm-eval 0.4.13's defaults (HFLM: `max_gen_toks` 256; sampling
+    only with `do_sample`): lm-eval writes the YAML's dict, we write the settings we ran with."""
+    until = kwargs.get("until", [])
+    budget = kwargs.get("max_new_tokens", kwargs.get("max_gen_toks", 256))
+    return tuple([until] if isinstance(until, str) else until), int(budget), bool(kwargs.get("do_sample", False))
+
+
 def requests_of(line: dict) -> list[tuple[str, Any]]:
     """(context, continuation or generation settings) of each request of a document."""
-    return [(args["arg_0"], args["arg_1"]) for args in line["arguments"].values()]
+    out = []
+    for args in line["arguments"].values():
+        second = args["arg_1"]
+        out.append((args["arg_0"], generation_settings(second) if isinstance(second, dict) else second))
+    return out
 
 
 def loglikelihoods(line: dict) -> list[tuple[float, bool]]:

@@ -79,7 +79,7 @@ BASE = "task: t\noutput_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n
         ("- a\n- b\n", "expected a mapping"),
         ("task: [\n", "not valid YAML"),
         ("output_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n", "missing required field 'task'"),
-        ("task: t\ndoc_to_text: q\ndoc_to_target: a\n", "missing required field 'output_type'"),
+        (BASE + "fewshot_config: {sampler: balanced}\n", "field 'fewshot_config.sampler': expected 'default' or 'first_n'"),
         (BASE.replace("generate_until", "classify"), "field 'output_type': expected one of"),
         (BASE.replace("generate_until", "multiple_choice"), "field 'doc_to_choice' is required"),
         (BASE + "generation_kwargs: 5\n", "field 'generation_kwargs': expected a mapping"),
