@@ -225,7 +225,7 @@ def _analytic_mean(array: np.ndarray, confidence: float) -> Estimate:
 
 
 def aggregate(
-    name: str, values: list, bootstrap_iters: int, seed: int, confidence: float = 0.95
+    name: str | Callable[[list], float], values: list, bootstrap_iters: int, seed: int, confidence: float = 0.95
 ) -> Estimate:
     """Score per-document `values` with aggregation `name`, with a standard error and interval.
 
@@ -235,6 +235,9 @@ def aggregate(
     single document) "mean" falls back to the analytic stderr and a normal interval, and every other
     aggregation reports a nan stderr and interval.
     """
+    if callable(name):  # a task's own `aggregation: !function`: its value; no stderr, as lm-evaluation-harness
+        nan = float("nan")
+        return Estimate(float(name(list(values))), nan, nan, nan, len(values))
     aggregation = get_aggregation(name)
     if len(values) == 0:
         raise ValueError(f"aggregation {name!r} got no values")

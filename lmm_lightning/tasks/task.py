@@ -7,7 +7,7 @@ Documents become text as lm-evaluation-harness 0.4 makes them (`ConfigurableTask
 import ast
 import random
 from dataclasses import replace
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.registry import default_aggregation, metrics_for
@@ -112,13 +112,19 @@ class Task:
         return resolve_reference(value, root, f"{self.where}: field '{name}'")
 
     def _check_metrics(self, where: str) -> None:
+        """Metric names known for the output type; `!function` aggregations and directions resolved now."""
+        self._aggregation_functions: dict[str, Callable[[list], float]] = {}
         for i, metric in enumerate(self.metrics):
-            for key in ("metric", "aggregation", "higher_is_better"):
-                if isinstance(getattr(metric, key), FunctionRef):
-                    raise TaskSpecError(
-                        f"{where}: field 'metric_list[{i}].{key}': {getattr(metric, key)} is not supported; "
-                        "name a metric, an aggregation and true/false (see `lmm-lightning tasks`)"
-                    )
+            field_name = f"metric_list[{i}]"
+            if isinstance(metric.metric, FunctionRef):
+                raise TaskSpecError(
+                    f"{where}: field '{field_name}.metric': {metric.metric} is not supported; name a metric of "
+                    "the table or return it from a process_results function (see `lmm-lightning tasks`)"
+                )
+            if isinstance(metric.aggregation, FunctionRef):
+                self._aggregation_functions[metric.metric] = metric.aggregation.resolve(f"{where}: field '{field_name}.aggregation'")
+            if isinstance(metric.higher_is_better, FunctionRef):
+                metric.higher_is_better = _direction(metric.higher_is_better, f"{where}: field '{field_name}.higher_is_better'")
         if self._process_results is not None:
             return  # the task's own function returns its metrics
         known = metrics_for(self.spec.output_type)
@@ -137,8 +143,11 @@ class Task:
     def has_visuals(self) -> bool:
         return self._visual is not None
 
-    def aggregation(self, metric: str) -> str:
-        """The YAML's aggregation of `metric` where it names one other than "mean", else the metric table's."""
+    def aggregation(self, metric: str) -> Union[str, Callable[[list], float]]:
+        """The YAML's aggregation of `metric` (a name other than "mean", or a `!function` over the per-document
+        values), else the metric table's."""
+        if metric in self._aggregation_functions:
+            return self._aggregation_functions[metric]
         for spec in self.metrics:
             if spec.metric == metric and spec.aggregation != "mean":
                 return spec.aggregation
@@ -331,3 +340,15 @@ def _n_parameters(function: Any) -> int:
         return len(inspect.signature(function).parameters)
     except (TypeError, ValueError):
         return 1
+
+
+def _direction(reference: FunctionRef, where: str) -> bool:
+    """A `higher_is_better: !function` entry: the function, called without arguments, says true or false."""
+    function = reference.resolve(where)
+    try:
+        value = function()
+    except TypeError as err:
+        raise TaskSpecError(f"{where}: {reference} must be callable without arguments and return true or false: {err}") from None
+    if not isinstance(value, bool):
+        raise TaskSpecError(f"{where}: {reference} returned {value!r}; expected true or false")
+    return value

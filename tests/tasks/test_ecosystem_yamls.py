@@ -139,6 +139,28 @@ def test_lm_eval_exact_match_options_score_as_lm_eval(tmp_path):
         assert task.kind.score({"a": reference}, prediction)["exact_match"] == expected
 
 
+def test_aggregation_and_direction_given_as_functions(tmp_path):
+    """lm-eval's `aggregation: !function utils.fn` (called on the per-document values; no stderr, as
+    lm-eval reports N/A for its own aggregations) and `higher_is_better: !function`."""
+    from lmm_lightning.metrics.aggregation import aggregate
+
+    (tmp_path / "utils.py").write_text("def top(values):\n    return max(values)\n\ndef lower():\n    return False\n")
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "task: t\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: !function utils.top\n    higher_is_better: !function utils.lower\n"
+    )
+    task = Task(TaskSpec.from_yaml(path))
+    estimate = aggregate(task.aggregation("exact_match"), [0.0, 1.0, 0.0], bootstrap_iters=1000, seed=0)
+    assert (estimate.value, estimate.n) == (1.0, 3) and estimate.stderr != estimate.stderr  # nan
+    assert task.metrics[0].higher_is_better is False
+    (tmp_path / "utils.py").write_text("def top(values):\n    return max(values)\n\ndef lower():\n    return 'no'\n")
+    path.write_text(path.read_text().replace("utils.", "utils2."))
+    (tmp_path / "utils2.py").write_text((tmp_path / "utils.py").read_text())
+    with pytest.raises(TaskSpecError, match=r"metric_list\[0\].higher_is_better'.*returned 'no'; expected true or false"):
+        Task(TaskSpec.from_yaml(path))
+
+
 def test_lmms_eval_prompt_kwargs_reach_doc_to_text_as_its_second_argument(tmp_path):
     (tmp_path / "utils.py").write_text("def text(doc, kw):\n    return kw['pre_prompt'] + doc['q'] + kw['post_prompt']\n")
     (tmp_path / "t.yaml").write_text(
