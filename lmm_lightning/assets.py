@@ -84,6 +84,8 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     `from_pretrained(..., gguf_file=...)` needs `accelerate` and, in transformers 5, keeps the
     weights packed, so we read the config and dequantize the tensors ourselves instead.
     """
+    if importlib.util.find_spec("gguf") is None:
+        raise InputError(f"model.pretrained: {SMOLLM2!r} is converted from GGUF, which needs the `gguf` package: pip install 'lmm_lightning[demo]'")
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 

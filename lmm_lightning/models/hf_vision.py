@@ -1,18 +1,20 @@
 """A Hugging Face image-text model (LLaVA, Qwen2-VL, ...) as an EvalModule."""
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from lmm_lightning.assets import resolve_pretrained
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
-from lmm_lightning.models.base import EvalModule, folder_fingerprint
+from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
-from lmm_lightning.models.loading import check_pretrained, fill_pad_token, pretrained_options, torch_dtype
+from lmm_lightning.models.loading import (
+    check_device_map, check_pretrained, fill_pad_token, pretrained_options, resolve_adapter, source_identity, torch_dtype,
+    with_adapter,
+)
 from lmm_lightning.models.loglikelihood import Scored, as_responses, score_continuation, score_shared_contexts, split_context
 from lmm_lightning.requests import Request, RequestType, Response
 
@@ -39,15 +41,20 @@ SEPARATE_CONTEXT_MODELS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 class HFVisionLM(EvalModule):
-    """`AutoModelForImageTextToText` and its `AutoProcessor` from a local folder.
+    """`AutoModelForImageTextToText` and its `AutoProcessor` from a local folder or a Hugging Face hub id.
 
     Each request carries zero, one or several images (the batch's `visuals`). The prompt is the
     processor's chat template (an image entry per image, then the text) when the model has one,
     else the processor's image token once per image followed by the text.
 
     Args:
-        pretrained: a local model folder.
+        pretrained: a local model folder, or a hub id found in the Hugging Face cache (HF_HUB_CACHE, HF_HOME
+            or ~/.cache/huggingface/hub; downloaded there unless HF_HUB_OFFLINE=1).
+        revision: a branch, tag or commit of the hub id; the commit it resolves to is part of the identity.
         dtype: float32, bfloat16 or float16.
+        peft: a PEFT adapter (a folder or a hub id) loaded on top and merged when the adapter type allows.
+        device_map: passed to `from_pretrained` (e.g. "auto"): one copy spread over the GPUs of a single
+            process; Lightning leaves it where `accelerate` placed it. Needs trainer.devices 1.
         attn_implementation: e.g. "sdpa", "eager" or "flash_attention_2"; the model's default if unset.
         trust_remote_code: passed to `from_pretrained`.
         use_chat_template: wrap each context in the processor's chat template when it has one.
@@ -65,10 +72,15 @@ class HFVisionLM(EvalModule):
         system_prompt: Optional[str] = None,
         max_length: Optional[int] = None,
         reuse_context: bool = True,
+        revision: Optional[str] = None,
+        peft: Optional[str] = None,
+        device_map: Union[str, dict, None] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_tokenizer_files(check_pretrained(self.hparams), trust_remote_code)  # before any weights load
+        self.source = check_pretrained(self.hparams)  # resolved once: every later load reads the same files
+        self.adapter = resolve_adapter(peft)
+        check_tokenizer_files(self.source.path, trust_remote_code)  # before any weights load
         self.model: Optional[torch.nn.Module] = None
         self.processor: Any = None
 
@@ -76,17 +88,18 @@ class HFVisionLM(EvalModule):
         """Load inside `configure_model` so sharded strategies can build the model in place."""
         if self.model is not None:
             return
-        path, options = pretrained_options(self.hparams)
+        check_device_map(self.hparams.device_map, self._trainer.world_size if self._trainer is not None else 1)
+        path, options = pretrained_options(self.hparams, self.source)
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
         if not hasattr(self.processor, "tokenizer"):
             raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
         fill_pad_token(self.tokenizer)
-        self.model = AutoModelForImageTextToText.from_pretrained(path, **options)
-        self.model.eval()
+        model = with_adapter(AutoModelForImageTextToText.from_pretrained(path, **options), self.adapter)
+        self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:
-        """Hyperparameters and the files of the resolved model folder: other weights, other identity."""
-        return {**super().identity(), "files": folder_fingerprint(resolve_pretrained(self.hparams.pretrained))}
+        """Hyperparameters and the files evaluated (folder, hub commit, adapter): other weights, other identity."""
+        return {**super().identity(), "source": source_identity(self.source, self.adapter)}
 
     @property
     def tokenizer(self) -> Any:

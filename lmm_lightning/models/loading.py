@@ -1,16 +1,22 @@
-"""Loading a pretrained folder, the same for the text and the vision model: the `from_pretrained` options,
-and every check of the folder and options that is cheap enough to run before any weights load."""
+"""Loading a pretrained model, the same for the text and the vision model: where its files are (a local
+folder, an offline asset, or a Hugging Face hub id resolved through the hub cache), the `from_pretrained`
+options, an optional PEFT adapter, and every check that is cheap enough to run before any weights load."""
 
+import importlib.util
 import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from lmm_lightning.assets import resolve_pretrained
+from lmm_lightning.assets import KNOWN_ASSETS, resolve_pretrained
 from lmm_lightning.errors import InputError
+from lmm_lightning.models.base import folder_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -26,23 +32,114 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def pretrained_options(hparams: Any) -> tuple[str, dict[str, Any]]:
-    """The local model folder and the `from_pretrained` options of a model's hyperparameters."""
+# A hub id: `name` or `org/name` (letters, digits, `-`, `_`, `.`); anything else is only ever a local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+# Files a checkpoint may carry that `from_pretrained` never reads: not downloaded.
+UNUSED_FILES = ["*.gguf", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ot", "*.tflite", "onnx/*", "openvino/*"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: the folder `from_pretrained` loads, and for a hub id the repository and
+    the commit the revision resolved to (a branch moves; the commit says which files were evaluated)."""
+
+    path: str
+    repo_id: Optional[str] = None
+    commit: Optional[str] = None
+
+
+def resolve_source(name: str, revision: Optional[str] = None, field: str = "model.pretrained") -> ModelSource:
+    """A local folder, an offline asset name, or a hub id (with an optional branch, tag or commit)."""
+    if os.path.isdir(name) or name in KNOWN_ASSETS or not HUB_ID.fullmatch(name):
+        if revision is not None:
+            raise InputError(f"model.revision: {revision!r} selects a version of a Hugging Face hub id; {name!r} is not one")
+        return ModelSource(resolve_pretrained(name) if field == "model.pretrained" else name)
+    path = hub_snapshot(name, revision, field)
+    return ModelSource(path, repo_id=name, commit=Path(path).name)
+
+
+def hub_snapshot(repo_id: str, revision: Optional[str], field: str) -> str:
+    """The snapshot folder of `repo_id` at `revision`, found by huggingface_hub's own cache lookup
+    (HF_HUB_CACHE, HF_HOME or ~/.cache/huggingface/hub); downloaded unless HF_HUB_OFFLINE is set."""
+    from huggingface_hub import constants, snapshot_download
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        return snapshot_download(repo_id, revision=revision, local_files_only=offline, ignore_patterns=UNUSED_FILES)
+    except Exception as err:  # noqa: BLE001 - not cached, no network, no such repository or revision: all one message
+        why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else "download failed: " + " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise InputError(
+            f"{field}: {repo_id!r} is not a local folder{' or an offline asset ' + str(list(KNOWN_ASSETS)) if field == 'model.pretrained' else ''}, "
+            f"and the Hugging Face cache {constants.HF_HUB_CACHE} has no {repo_id!r} at revision {revision or 'main'!r}; {why}"
+        ) from None
+
+
+def resolve_adapter(peft: Optional[str]) -> Optional[ModelSource]:
+    """The PEFT adapter folder (a local folder or a hub id) with its adapter_config.json; peft must be installed."""
+    if peft is None:
+        return None
+    if importlib.util.find_spec("peft") is None:
+        raise InputError("model.peft: loading an adapter needs the `peft` package: pip install peft")
+    source = resolve_source(peft, field="model.peft")
+    if not (Path(source.path) / "adapter_config.json").is_file():
+        raise InputError(f"model.peft: {source.path} has no adapter_config.json; expected a PEFT adapter folder (save_pretrained of a PeftModel)")
+    return source
+
+
+def with_adapter(model: Any, adapter: Optional[ModelSource]) -> Any:
+    """The model with the adapter loaded on top, merged into the weights when the adapter type allows
+    (LoRA and kin): a plain model again, scored as fast as the base."""
+    if adapter is None:
+        return model
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, adapter.path)
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def source_identity(source: ModelSource, adapter: Optional[ModelSource]) -> dict[str, Any]:
+    """What identifies the files evaluated: the resolved folder, the hub commit, and a fingerprint of
+    every file of the model and of the adapter (content digests: new weights under the same path differ)."""
+    identity: dict[str, Any] = {"path": source.path, "repo_id": source.repo_id, "commit": source.commit}
+    identity["files"] = folder_fingerprint(source.path)
+    if adapter is not None:
+        identity["peft"] = {"path": adapter.path, "commit": adapter.commit, "files": folder_fingerprint(adapter.path)}
+    return identity
+
+
+def check_device_map(device_map: Union[str, dict, None], world_size: int) -> None:
+    """`device_map` spreads one model over this process's devices; with several processes each would
+    spread its own copy over the same devices."""
+    if device_map is not None and world_size > 1:
+        raise InputError(
+            f"model.device_map: {device_map!r} spreads one copy of the model over the devices of one process, but the run "
+            f"has {world_size} processes; use trainer.devices 1 with device_map, or drop device_map (one copy per device)"
+        )
+
+
+def pretrained_options(hparams: Any, source: Optional[ModelSource] = None) -> tuple[str, dict[str, Any]]:
+    """The local model folder and the `from_pretrained` options of a model's hyperparameters.
+
+    `dtype=` is the argument's name since transformers 4.56 (the oldest we support); before, it was `torch_dtype`."""
     options: dict[str, Any] = {"dtype": torch_dtype(hparams.dtype), "trust_remote_code": hparams.trust_remote_code}
     if hparams.attn_implementation:
         options["attn_implementation"] = hparams.attn_implementation
-    return resolve_pretrained(hparams.pretrained), options
+    if getattr(hparams, "device_map", None) is not None:
+        options["device_map"] = hparams.device_map
+    if source is None:
+        source = resolve_source(hparams.pretrained, getattr(hparams, "revision", None))
+    return source.path, options
 
 
-def check_pretrained(hparams: Any) -> str:
-    """Every model option that can be checked without loading the weights; returns the model folder."""
+def check_pretrained(hparams: Any) -> ModelSource:
+    """Every model option that can be checked without loading the weights; returns where the model is."""
     torch_dtype(hparams.dtype)
     if hparams.max_length is not None and (isinstance(hparams.max_length, bool) or not isinstance(hparams.max_length, int) or hparams.max_length < 1):
         raise InputError(f"model.max_length: expected a positive number of tokens, got {hparams.max_length!r}")
     check_attention(hparams.attn_implementation)
-    path = resolve_pretrained(hparams.pretrained)
-    check_model_folder(path, hparams.trust_remote_code)
-    return path
+    source = resolve_source(hparams.pretrained, getattr(hparams, "revision", None))
+    check_model_folder(source.path, hparams.trust_remote_code)
+    return source
 
 
 def check_attention(attn_implementation: Optional[str]) -> None:
