@@ -64,7 +64,7 @@ CASES = {
     "task unknown": ({"set": {"data.init_args.tasks": ["no_such_task"]}}, "unknown task 'no_such_task'"),
     "task file missing": ({"set": {"data.init_args.tasks": ["{tmp}/missing.yaml"]}}, "missing.yaml: task file not found"),
     "task YAML invalid": (task_file("task: [\n"), "bad.yaml: not valid YAML"),
-    "task field missing": (task_file("task: t\noutput_type: generate_until\ndoc_to_text: q\n"), "missing required field 'doc_to_target'"),
+    "task field missing": (task_file("task: t\noutput_type: generate_until\ndoc_to_text: q\ntest_split: test\n"), "field 'doc_to_target' is required"),
     "task output_type wrong": (task_file(GOOD_MC.replace("multiple_choice", "ranking")), "field 'output_type': expected one of"),
     "task field unknown": (task_file(GOOD_MC + "doc_to_txt: x\n"), "unknown field(s) ['doc_to_txt']"),
     "metric unknown": (task_file(GOOD_MC + "metric_list: [{{metric: bleu}}]\n"), "unknown metric 'bleu'"),
