@@ -215,11 +215,7 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
     multiturn = options.fewshot_as_multiturn is not None and flag_bool("--fewshot_as_multiturn", options.fewshot_as_multiturn)
     if multiturn and not chat:
         raise InputError("--fewshot_as_multiturn: needs --apply_chat_template (as in lm-eval)")
-    if multiturn:
-        raise InputError(
-            "--fewshot_as_multiturn: not supported yet (few-shot examples reach the chat template as one user turn); "
-            "drop the flag, --apply_chat_template alone sends the whole prompt as one turn"
-        )
+    run.set("--data.fewshot_as_multiturn", True if multiturn else None)
     if options.model is None and not model_args and chat is None and options.system_instruction is None:
         return  # the model comes from --config
     class_path = model_class(options.model or "hf")

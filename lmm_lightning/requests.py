@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Literal, Optional
 
 
 class RequestType(str, Enum):
@@ -32,6 +32,14 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a prompt given as a conversation (lm-eval's `--fewshot_as_multiturn`)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
 class Request:
     """One unit of model work, identified by (task, doc_id, choice_index, repeat).
 
@@ -49,6 +57,9 @@ class Request:
     choice_index: int = 0
     repeat: int = 0
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    # The context as a conversation (description as system, each few-shot example a user and an assistant
+    # turn, then the question) for a chat model; empty: a chat template wraps `context` as one user turn.
+    messages: tuple[ChatMessage, ...] = ()
 
     @property
     def length(self) -> int:

@@ -189,6 +189,9 @@ class BenchmarkDataModule(LightningDataModule):
         fewshot_selection: "seeded" (each document's examples drawn from (seed, task, doc_id): the same
             on any world size) or "lm_eval" (the examples lm-evaluation-harness 0.4.13 draws in one
             process: its sampler's `random.Random(seed)` advanced document by document, in order).
+        fewshot_as_multiturn: give each request its context as chat turns too (description as system, each
+            example a user and an assistant turn), which a model with `use_chat_template` sends through its
+            chat template instead of one user turn (lm-eval's `--fewshot_as_multiturn`).
     """
 
     def __init__(
@@ -204,6 +207,7 @@ class BenchmarkDataModule(LightningDataModule):
         generation_kwargs: Optional[dict[str, dict[str, Any]]] = None,
         num_fewshot: Optional[int] = None,
         fewshot_selection: FewshotSelection = "seeded",
+        fewshot_as_multiturn: bool = False,
     ) -> None:
         super().__init__()
         check_batch_size(batch_size)
@@ -227,6 +231,7 @@ class BenchmarkDataModule(LightningDataModule):
         self.generation_kwargs = generation_kwargs or {}
         self.num_fewshot = num_fewshot
         self.fewshot_selection = fewshot_selection
+        self.fewshot_as_multiturn = bool(fewshot_as_multiturn)
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -265,7 +270,7 @@ class BenchmarkDataModule(LightningDataModule):
     def _setup_task(self, spec: TaskSpec) -> None:
         where = spec.source or spec.task
         check_generation_kwargs(spec.generation_kwargs, f"{where}: field 'generation_kwargs'")
-        task = Task(spec, seed=self.seed, fewshot_selection=self.fewshot_selection)
+        task = Task(spec, seed=self.seed, fewshot_selection=self.fewshot_selection, fewshot_as_multiturn=self.fewshot_as_multiturn)
         check_aggregations(task, str(where))
         documents = load_documents(task, self.limit, self.offset)
         self.documents[task.name] = documents

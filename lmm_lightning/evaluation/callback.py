@@ -21,6 +21,7 @@ from lmm_lightning.evaluation.results import (
 from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
 from lmm_lightning.evaluation.table import format_table
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
+from lmm_lightning.requests import Request
 from lmm_lightning.evaluation.failfast import (
     GATHERING, LOADED, LOADING, PREDICTING, FailFast, check_same_requests, describe_batch, is_communication_error,
 )
@@ -80,13 +81,20 @@ def run_folder(pl_module: LightningModule) -> str:
     return sanitize_model_name(model_name(dict(getattr(pl_module, "hparams", {})), type(pl_module).__name__))
 
 
-def prompt_function(pl_module: LightningModule, contexts: set[str]) -> Callable[[str], str]:
-    """Each context as the model received it (after its chat template), rendered before the model is released;
-    a model whose `prompt` needs more than the text (the images) is shown the text as it is."""
+def prompt_function(pl_module: LightningModule, requests: list[Request]) -> Callable[[str], str]:
+    """Each context as the model received it (after its chat template, over the request's chat turns where it
+    has them), rendered before the model is released; a model whose `prompt` needs more than the text (the
+    images) is shown the text as it is."""
     prompt = getattr(pl_module, "prompt", None)
-    if prompt is None or len(inspect.signature(prompt).parameters) != 1:
+    if prompt is None:
         return lambda context: context
-    rendered = {context: prompt(context) for context in contexts}
+    parameters = inspect.signature(prompt).parameters
+    if len([p for p in parameters.values() if p.default is inspect.Parameter.empty]) != 1:
+        return lambda context: context
+    rendered: dict[str, str] = {}
+    for request in requests:
+        if request.context not in rendered:
+            rendered[request.context] = prompt(request.context, request.messages) if "messages" in parameters else prompt(request.context)
     return lambda context: rendered.get(context, context)
 
 
@@ -289,7 +297,7 @@ class EvaluationCallback(Callback):
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
         prompt = None
         if self.layout == "lm_eval" and trainer.is_global_zero:
-            prompt = prompt_function(pl_module, {r.context for r in trainer.datamodule.requests})
+            prompt = prompt_function(pl_module, trainer.datamodule.requests)
         if self.free_model_memory and isinstance(pl_module, EvalModule):
             pl_module.release()
         if not trainer.is_global_zero:

@@ -74,6 +74,7 @@ def request_digest(request: Request) -> int:
             request.task, request.doc_id, request.choice_index, request.repeat, request.request_type.value,
             request.context, request.continuation,
             [list(gen.until), gen.max_new_tokens, gen.do_sample, gen.temperature, gen.top_p],
+            *([[[m.role, m.content] for m in request.messages]] if request.messages else []),  # chat turns
         ],
         default=str,
     )

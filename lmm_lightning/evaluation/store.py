@@ -62,6 +62,7 @@ def request_key(request: Request, task_config: str, model_identity: str) -> str:
             request.continuation,
             [list(gen.until), gen.max_new_tokens, gen.do_sample, gen.temperature, gen.top_p],
             *([gen.seed] if gen.do_sample else []),  # a greedy answer does not depend on the seed
+            *([[[m.role, m.content] for m in request.messages]] if request.messages else []),  # chat turns
             model_identity,
         ]
     )[:32]

@@ -15,7 +15,7 @@ from lmm_lightning.models.loglikelihood import (
     Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
     score_rolling, split_context,
 )
-from lmm_lightning.requests import Request, RequestType, Response
+from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]) -> Encoded:
@@ -132,9 +132,9 @@ class HFCausalLM(EvalModule):
     def _encode(self, requests: list[Request]) -> Encoded:
         """Context and continuation tokens of each request, truncated on the left to the context window;
         each distinct context is templated and tokenised once."""
-        prompts = {context: self.prompt(context) for context in dict.fromkeys(r.context for r in requests)}
+        prompts = {(r.context, r.messages): self.prompt(r.context, r.messages) for r in requests}
         encoded = []
-        for context_ids, continuation_ids in encode_pairs(self.tokenizer, [(prompts[r.context], r.continuation) for r in requests]):
+        for context_ids, continuation_ids in encode_pairs(self.tokenizer, [(prompts[r.context, r.messages], r.continuation) for r in requests]):
             overflow = len(context_ids) + len(continuation_ids) - (self.max_length + 1)
             if overflow > 0:
                 context_ids = context_ids[overflow:] or context_ids[-1:]
@@ -142,7 +142,7 @@ class HFCausalLM(EvalModule):
         return encoded
 
     def sequence_length(self, request: Request) -> int:
-        tokens = len(self.tokenizer(self.prompt(request.context) + request.continuation, add_special_tokens=False).input_ids)
+        tokens = len(self.tokenizer(self.prompt(request.context, request.messages) + request.continuation, add_special_tokens=False).input_ids)
         if request.request_type is RequestType.GENERATE_UNTIL:
             tokens += request.generation.max_new_tokens
         return min(tokens, self.max_length)
@@ -152,13 +152,18 @@ class HFCausalLM(EvalModule):
         ids = torch.full((batch_size, seq_len), self.tokenizer.pad_token_id, dtype=torch.long, device=self.device)
         self.model(input_ids=ids, use_cache=False)
 
-    def prompt(self, context: str) -> str:
-        """The context as the model sees it: raw, or wrapped in the tokenizer's chat template."""
+    def prompt(self, context: str, messages: tuple[ChatMessage, ...] = ()) -> str:
+        """The context as the model sees it: raw, or wrapped in the tokenizer's chat template: as one user turn,
+        or as the request's chat turns where it has them (`fewshot_as_multiturn`). The system prompt comes
+        first, joined to a task's own system turn (its description) by a blank line, as lm-eval does."""
         if not self.hparams.use_chat_template or not context:
             return context
-        messages = ([{"role": "system", "content": self.hparams.system_prompt}] if self.hparams.system_prompt else [])
-        messages.append({"role": "user", "content": context})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        turns = [{"role": m.role, "content": m.content} for m in messages] or [{"role": "user", "content": context}]
+        if self.hparams.system_prompt and turns[0]["role"] == "system":
+            turns[0] = {"role": "system", "content": f"{self.hparams.system_prompt}\n\n{turns[0]['content']}"}
+        elif self.hparams.system_prompt:
+            turns.insert(0, {"role": "system", "content": self.hparams.system_prompt})
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
     @torch.no_grad()
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
@@ -184,7 +189,7 @@ class HFCausalLM(EvalModule):
         budget = prompt_budget(self.max_length, requests[0].generation)
         self.tokenizer.padding_side = "left"
         padded = self.tokenizer(
-            [self.prompt(r.context) for r in requests], add_special_tokens=False, padding=True, return_tensors="pt"
+            [self.prompt(r.context, r.messages) for r in requests], add_special_tokens=False, padding=True, return_tensors="pt"
         )
         inputs = {
             "input_ids": padded.input_ids[:, -budget:].to(self.device),

@@ -118,6 +118,16 @@ class HFVisionLM(EvalModule):
         return bool(self.hparams.use_chat_template and getattr(self.processor, "chat_template", None))
 
     # --- prompts and tensors ------------------------------------------------------------------
+    @staticmethod
+    def single_turn(request: Request) -> str:
+        """The request's context; few-shot examples as chat turns (`fewshot_as_multiturn`) are the text model's."""
+        if request.messages:
+            raise InputError(
+                f"task '{request.task}', doc_id {request.doc_id}: data.fewshot_as_multiturn is supported by HFCausalLM, "
+                "not by the vision model; set it to false"
+            )
+        return request.context
+
     def prompt(self, context: str, n_images: int) -> str:
         """The text the processor sees: the chat template, or image tokens then the context."""
         system = self.hparams.system_prompt
@@ -206,7 +216,7 @@ class HFVisionLM(EvalModule):
         prompt_lengths: dict[tuple, int] = {}
         encoded = []
         for request, images in zip(requests, visuals):
-            prompt, continuation = self.prompt(request.context, len(images)), request.continuation
+            prompt, continuation = self.prompt(self.single_turn(request), len(images)), request.continuation
             if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
                 prompt, continuation = split_context(prompt, continuation)
             key = (request.task, request.doc_id, prompt)
@@ -256,7 +266,7 @@ class HFVisionLM(EvalModule):
         visuals = visuals or [[] for _ in requests]
         budget = prompt_budget(self.max_length, requests[0].generation)
         rows = [
-            self._truncate(self.encode(self.prompt(r.context, len(images)), images), budget, images)
+            self._truncate(self.encode(self.prompt(self.single_turn(r), len(images)), images), budget, images)
             for r, images in zip(requests, visuals)
         ]
         inputs = self.to_model(self.collate(rows, "left"))

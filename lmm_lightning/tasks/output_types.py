@@ -140,8 +140,10 @@ class MultipleChoice(OutputKind):
             pairs = [(context, choice) for choice in choices]
         if any(m.metric == "acc_mutual_info" for m in self.task.metrics):
             pairs += [("", choice) for choice in choices]  # each choice again, without the question
+        messages = self.task.messages(doc_id, doc)
         return [
-            self._request(doc_id, first_uid + i, request_type=RequestType.LOGLIKELIHOOD, context=c, continuation=choice, choice_index=i)
+            self._request(doc_id, first_uid + i, request_type=RequestType.LOGLIKELIHOOD, context=c, continuation=choice,
+                          choice_index=i, messages=messages if c else ())
             for i, (c, choice) in enumerate(pairs)
         ]
 
@@ -184,10 +186,10 @@ class Generation(OutputKind):
         return [(p.name, p) for p in pipelines] or super().filters(where)
 
     def requests(self, doc_id: int, doc: dict[str, Any], first_uid: int) -> list[Request]:
-        context = self.task.context(doc_id, doc)
+        context, messages = self.task.context(doc_id, doc), self.task.messages(doc_id, doc)
         return [
             self._request(doc_id, first_uid + r, request_type=RequestType.GENERATE_UNTIL, context=context,
-                          generation=self.generation, repeat=r)
+                          generation=self.generation, repeat=r, messages=messages)
             for r in range(self.task.spec.repeats)
         ]
 
@@ -220,7 +222,8 @@ class Loglikelihood(OutputKind):
     def requests(self, doc_id: int, doc: dict[str, Any], first_uid: int) -> list[Request]:
         context = self.task.context(doc_id, doc)
         target = self.target(doc).text  # sent as is, without target_delimiter (lm-evaluation-harness)
-        return [self._request(doc_id, first_uid, request_type=RequestType.LOGLIKELIHOOD, context=context, continuation=target)]
+        return [self._request(doc_id, first_uid, request_type=RequestType.LOGLIKELIHOOD, context=context, continuation=target,
+                              messages=self.task.messages(doc_id, doc))]
 
     def score(self, doc: dict[str, Any], value: Any) -> dict[str, Any]:
         logprob, is_greedy = value[0]

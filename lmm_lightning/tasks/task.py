@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal, Optional, Union
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.registry import default_aggregation, metrics_for
-from lmm_lightning.requests import Request, Response
+from lmm_lightning.requests import ChatMessage, Request, Response
 from lmm_lightning.tasks.output_types import OUTPUT_KINDS, OutputKind
 from lmm_lightning.tasks.postprocess import postprocess_generation
 from lmm_lightning.tasks.spec import FewshotConfig, FunctionRef, MetricSpec, TaskSpec, TaskSpecError
@@ -68,12 +68,15 @@ class Task:
     `random.Random(seed)` advanced document by document, see `plan_fewshot`).
     """
 
-    def __init__(self, spec: TaskSpec, seed: int = 1234, fewshot_selection: FewshotSelection = "seeded") -> None:
+    def __init__(
+        self, spec: TaskSpec, seed: int = 1234, fewshot_selection: FewshotSelection = "seeded", fewshot_as_multiturn: bool = False
+    ) -> None:
         if fewshot_selection not in FEWSHOT_SELECTIONS:
             raise InputError(f"data.fewshot_selection: expected one of {list(FEWSHOT_SELECTIONS)}, got {fewshot_selection!r}")
         self.spec = spec
         self.seed = seed
         self.fewshot_selection = fewshot_selection
+        self.fewshot_as_multiturn = fewshot_as_multiturn
         self.where = where = str(spec.source or spec.task)
         self._check_prompt_fields()
         names = ("doc_to_text", "doc_to_target", "doc_to_choice", "doc_to_visual", "process_results", "process_docs")
@@ -264,21 +267,28 @@ class Task:
                     shots = rng.sample([d for d in pool if d != eval_doc], k)
             self.fewshot_plan[doc_id] = shots
 
-    def shot(self, doc: dict[str, Any]) -> str:
-        """One example as lm-eval writes it: text, target_delimiter, answer, fewshot_delimiter (each
-        field from `fewshot_config` where it sets one)."""
-        config = self.fewshot_config
+    def shot_parts(self, doc: dict[str, Any]) -> tuple[str, Optional[str]]:
+        """One example's question and answer (None when it has none), each field from `fewshot_config`
+        where it sets one."""
         text = self.doc_to_text(doc, self._shot_text)
         choices = self.doc_to_choice(doc, self._shot_choice) if (self._shot_choice or self._choice) is not None else None
         answer = self.render_target(doc, self._shot_target)
         if isinstance(text, int) and choices is not None:  # multiple input: the gold context, then the continuation
             text, choices = choices[text], None
         if answer is None or answer == "":
-            return str(text)
+            return str(text), None
         if choices and isinstance(answer, int):
             answer = choices[answer]
         elif isinstance(answer, list):
             answer = answer[0]
+        return str(text), str(answer)
+
+    def shot(self, doc: dict[str, Any]) -> str:
+        """One example as lm-eval writes it: text, target_delimiter, answer, fewshot_delimiter."""
+        config = self.fewshot_config
+        text, answer = self.shot_parts(doc)
+        if answer is None:
+            return text
         target_delimiter = self.spec.target_delimiter if config.target_delimiter is None else config.target_delimiter
         fewshot_delimiter = self.spec.fewshot_delimiter if config.fewshot_delimiter is None else config.fewshot_delimiter
         return f"{text}{target_delimiter}{answer}{fewshot_delimiter}"
@@ -290,6 +300,22 @@ class Task:
 
     def context(self, doc_id: int, doc: dict[str, Any]) -> str:
         return self.prefix(doc_id, doc) + str(self.doc_to_text(doc))
+
+    def messages(self, doc_id: int, doc: dict[str, Any]) -> tuple[ChatMessage, ...]:
+        """With `fewshot_as_multiturn`, the context as lm-eval 0.4.13 sends it to a chat template: the
+        description as a system turn, each example a user turn (its question) and an assistant turn (its
+        answer), then the question; delimiters are dropped. Otherwise (and for multiple input) none."""
+        if not self.fewshot_as_multiturn or self.multiple_input(doc):
+            return ()
+        description = str(render(self.spec.description, doc)) if self.spec.description else ""
+        turns = [ChatMessage("system", description)] if description else []
+        for example in self.fewshot_examples(doc_id):
+            text, answer = self.shot_parts(example)
+            turns.append(ChatMessage("user", text))
+            if answer is not None:
+                turns.append(ChatMessage("assistant", answer))
+        turns.append(ChatMessage("user", str(self.doc_to_text(doc))))
+        return tuple(turns)
 
     def contexts(self, doc_id: int, doc: dict[str, Any]) -> list[str]:
         """A multiple-input document's contexts: the prefix and each choice."""

@@ -104,7 +104,6 @@ def test_a_class_path_is_taken_as_it_is_and_cuda_n_is_one_device():
         (["--batch_size", "big"], "--batch_size: expected a positive integer, 'auto' or 'auto:N'"),
         (["--seed", "1,2"], "--seed: expected one integer or four"),
         (["--fewshot_as_multiturn"], "--fewshot_as_multiturn: needs --apply_chat_template"),
-        (["--apply_chat_template", "--fewshot_as_multiturn"], "--fewshot_as_multiturn: not supported yet"),
         (["--output_path", "x.json"], "--output_path: expected a folder"),
         (["--bogus_flag", "1"], "--bogus_flag: unknown option"),
         (["--gen_kwargs", "temperature"], "--gen_kwargs: expected key=value pairs"),
@@ -266,3 +265,33 @@ def test_the_dataset_card_holds_the_results_table_and_a_config_per_task():
     header = yaml.safe_load(card.split("---\n")[1])
     assert header["configs"] == [{"config_name": "org__model__t", "data_files": [{"split": "latest", "path": ["samples_t_2024-01-01T00-00-00.000000.jsonl"]}]}]
     assert "# Evaluation run of org/model" in card and "| t | acc |" in card and '"acc,none": 0.5' in card
+
+
+def test_fewshot_as_multiturn_sends_each_example_as_chat_turns(tiny_model, tiny_tasks, tmp_path):
+    """A whole `eval --apply_chat_template --fewshot_as_multiturn --num_fewshot 2` run: the prompt the model
+    received (samples' `prompt`) holds two user/assistant example turns before the question; without
+    --fewshot_as_multiturn the same run sends one user turn, and its answers are not reused for it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    chat = tmp_path / "chat"
+    shutil.copytree(tiny_model, chat)
+    tokenizer = AutoTokenizer.from_pretrained(chat)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tokenizer.save_pretrained(chat)
+    prompts, reused = {}, {}
+    for mode, extra in (("multi", ["--fewshot_as_multiturn"]), ("single", []), ("multi again", ["--fewshot_as_multiturn"])):
+        args = eval_args(chat, tiny_tasks, tmp_path / "out", "--apply_chat_template", "--num_fewshot", "2", *extra)
+        run = run_cli(args, tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        _, samples = latest(tmp_path, chat)
+        prompts[mode] = samples["tiny_gen"][0]["prompt"]
+        reused[mode] = re.findall(r"reused (\d+) of (\d+) requests", run.stdout + run.stderr)
+    assert reused["single"] == [] and len(reused["multi again"]) == 1  # the other prompt's answers are never served
+    assert reused["multi again"][0][0] == reused["multi again"][0][1] and prompts["multi again"] == prompts["multi"]
+    assert prompts["multi"].count("<|im_start|>assistant") == 3 and prompts["multi"].count("<|im_start|>user") == 3
+    assert prompts["single"].count("<|im_start|>assistant") == 1 and prompts["single"].count("<|im_start|>user") == 1

@@ -337,3 +337,67 @@ def test_seeded_selection_does_not_depend_on_which_documents_run(offline_dataset
     alone = BenchmarkDataModule(tasks=["arc_easy"], include_path=[str(LM_EVAL_TASKS)], num_fewshot=2)
     alone.setup()
     assert [r.context for r in dm.requests] == [r.context for r in alone.requests if r.doc_id >= 2]
+
+
+# --- few-shot examples as chat turns (lm-eval's --apply_chat_template --fewshot_as_multiturn) -------------
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture
+def chat_model(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmm_lightning.models import HFCausalLM
+    from tests.fixtures import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "chat")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    return HFCausalLM(str(folder), use_chat_template=True), tokenizer
+
+
+@pytest.mark.parametrize("name,num_fewshot", [("arc_easy", 3), ("mmlu_abstract_algebra", 2), ("gsm8k", None), ("boolq", 2)])
+def test_fewshot_as_multiturn_prompts_are_lm_evals(offline_datasets, chat_model, name, num_fewshot):
+    """The prompt our model renders from a request's chat turns equals lm-eval 0.4.13's `fewshot_context(...,
+    apply_chat_template=True, fewshot_as_multiturn=True)` with the same tokenizer's template (mmlu has a
+    description: it becomes the system turn)."""
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    model, tokenizer = chat_model
+
+    def chat_template(history, add_generation_prompt=True):  # what lm-eval's HFLM.apply_chat_template does
+        return tokenizer.apply_chat_template(
+            history, tokenize=False, add_generation_prompt=add_generation_prompt, continue_final_message=not add_generation_prompt
+        )
+
+    config = load_yaml(index_folder(LM_EVAL_TASKS).names[name][0], resolve_func=True)
+    for key in ("tag", "group", "task_list"):
+        config.pop(key, None)
+    theirs = ConfigurableTask(config=config)
+    theirs.set_fewshot_seed(1234)
+    shots = theirs.config.num_fewshot or 0 if num_fewshot is None else num_fewshot
+    dm = BenchmarkDataModule(tasks=[name], include_path=[str(LM_EVAL_TASKS)], num_fewshot=num_fewshot,
+                             fewshot_selection="lm_eval", fewshot_as_multiturn=True)
+    dm.setup()
+    firsts = {}
+    for request in dm.requests:
+        firsts.setdefault(request.doc_id, request)
+    assert shots > 0
+    for doc_id, doc in enumerate(theirs.eval_docs):
+        expected = theirs.fewshot_context(doc, shots, apply_chat_template=True, fewshot_as_multiturn=True, chat_template=chat_template)
+        request = firsts[doc_id]
+        assert sum(m.role == "assistant" for m in request.messages) == shots
+        assert model.prompt(request.context, request.messages) == expected
+        assert (request.messages[0].role == "system") == (name == "mmlu_abstract_algebra")  # its description
+    # without the flag the few-shot context is one user turn, and the store key differs
+    plain = BenchmarkDataModule(tasks=[name], include_path=[str(LM_EVAL_TASKS)], num_fewshot=num_fewshot, fewshot_selection="lm_eval")
+    plain.setup()
+    assert plain.requests[0].messages == () and plain.requests[0].context == dm.requests[0].context
+    from lmm_lightning.evaluation.store import request_key
+
+    assert request_key(plain.requests[0], "c", "m") != request_key(dm.requests[0], "c", "m")
