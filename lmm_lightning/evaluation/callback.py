@@ -81,19 +81,25 @@ def run_folder(pl_module: LightningModule) -> str:
     return sanitize_model_name(model_name(dict(getattr(pl_module, "hparams", {})), type(pl_module).__name__))
 
 
-def prompt_function(pl_module: LightningModule, requests: list[Request]) -> Callable[[str], str]:
+def prompt_function(pl_module: LightningModule, requests: list[Request], documents: dict[str, Any]) -> Callable[[str], str]:
     """Each context as the model received it (after its chat template, over the request's chat turns where it
-    has them), rendered before the model is released; a model whose `prompt` needs more than the text (the
-    images) is shown the text as it is."""
+    has them, with the image placeholders of a vision model), rendered before the model is released. A model
+    whose `prompt` takes other arguments is shown the text as it is."""
     prompt = getattr(pl_module, "prompt", None)
     if prompt is None:
         return lambda context: context
     parameters = inspect.signature(prompt).parameters
-    if len([p for p in parameters.values() if p.default is inspect.Parameter.empty]) != 1:
+    required = [name for name, p in parameters.items() if p.default is inspect.Parameter.empty]
+    if required not in (["context"], ["context", "n_images"]):
         return lambda context: context
     rendered: dict[str, str] = {}
     for request in requests:
-        if request.context not in rendered:
+        if request.context in rendered:
+            continue
+        if "n_images" in parameters:  # the vision model: as many placeholders as the document has images
+            images = documents[request.task].visuals(request.doc_id) if request.context and request.task in documents else []
+            rendered[request.context] = prompt(request.context, len(images))
+        else:
             rendered[request.context] = prompt(request.context, request.messages) if "messages" in parameters else prompt(request.context)
     return lambda context: rendered.get(context, context)
 
@@ -297,7 +303,7 @@ class EvaluationCallback(Callback):
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
         prompt = None
         if self.layout == "lm_eval" and trainer.is_global_zero:
-            prompt = prompt_function(pl_module, trainer.datamodule.requests)
+            prompt = prompt_function(pl_module, trainer.datamodule.requests, trainer.datamodule.documents)
         if self.free_model_memory and isinstance(pl_module, EvalModule):
             pl_module.release()
         if not trainer.is_global_zero:

@@ -73,3 +73,27 @@ def test_auto_batch_size_is_probed_after_the_model_loads_and_connected(tmp_path,
     trainer.predict(HFCausalLM(str(tiny_model)), data, return_predictions=False)
     assert data.resolved_batch_size() == {"loglikelihood": 4}
     assert callback.results["results"]["tiny_mc"]["samples"] == 13
+
+
+def test_the_samples_prompt_is_what_each_model_received(tmp_path, tiny_model, tiny_tasks):
+    """lm-eval layout's `prompt`: the text model's chat template over the context; the vision model's with one
+    image placeholder per image of the document (MME: one), rendered from the data module's documents."""
+    from lmm_lightning.data import BenchmarkDataModule
+    from lmm_lightning.evaluation.callback import prompt_function
+    from lmm_lightning.models import HFCausalLM, HFVisionLM
+    from tests.fixtures.benchmarks import write_vision_benchmarks
+    from tests.fixtures.vision import build_tiny_llava
+
+    tasks, _ = write_vision_benchmarks(tmp_path / "vision")
+    data = BenchmarkDataModule(tasks=[str(tasks["mme"])], limit=2)
+    data.setup()
+    vision = HFVisionLM(str(build_tiny_llava(tmp_path / "llava")))
+    vision.configure_model()  # the callback renders prompts while the model is loaded
+    request = data.requests[0]
+    rendered = prompt_function(vision, data.requests, data.documents)(request.context)
+    assert rendered == vision.prompt(request.context, 1) and rendered != request.context and "<image>" in rendered
+    text = HFCausalLM(str(tiny_model))
+    text_data = BenchmarkDataModule(tasks=[str(tiny_tasks / "tiny_mc.yaml")], limit=1)
+    text_data.setup()
+    context = text_data.requests[0].context
+    assert prompt_function(text, text_data.requests, text_data.documents)(context) == text.prompt(context) == context
