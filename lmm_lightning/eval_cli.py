@@ -223,6 +223,8 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
         model_args.setdefault("trust_remote_code", True)
     check_model_args(class_path, model_args)
     run.set("--model", class_path)
+    if class_path == HF_VISION and options.model not in (None, "vlm", "hf-multimodal", "hf_vlm"):
+        run.set("--data.prompt_model", options.model)  # lmms-eval's model name picks its lmms_eval_specific_kwargs
     for key, value in model_args.items():
         run.set(f"--model.init_args.{key}", value)
     run.set("--model.init_args.use_chat_template", chat)

@@ -192,6 +192,8 @@ class BenchmarkDataModule(LightningDataModule):
         fewshot_as_multiturn: give each request its context as chat turns too (description as system, each
             example a user and an assistant turn), which a model with `use_chat_template` sends through its
             chat template instead of one user turn (lm-eval's `--fewshot_as_multiturn`).
+        prompt_model: the lmms-eval model name (e.g. `qwen2_vl`) whose entry of a task's
+            `lmms_eval_specific_kwargs` its prompts use; tasks without one use the `default` entry.
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class BenchmarkDataModule(LightningDataModule):
         num_fewshot: Optional[int] = None,
         fewshot_selection: FewshotSelection = "seeded",
         fewshot_as_multiturn: bool = False,
+        prompt_model: Optional[str] = None,
     ) -> None:
         super().__init__()
         check_batch_size(batch_size)
@@ -232,6 +235,7 @@ class BenchmarkDataModule(LightningDataModule):
         self.num_fewshot = num_fewshot
         self.fewshot_selection = fewshot_selection
         self.fewshot_as_multiturn = bool(fewshot_as_multiturn)
+        self.prompt_model = prompt_model
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -270,7 +274,8 @@ class BenchmarkDataModule(LightningDataModule):
     def _setup_task(self, spec: TaskSpec) -> None:
         where = spec.source or spec.task
         check_generation_kwargs(spec.generation_kwargs, f"{where}: field 'generation_kwargs'")
-        task = Task(spec, seed=self.seed, fewshot_selection=self.fewshot_selection, fewshot_as_multiturn=self.fewshot_as_multiturn)
+        task = Task(spec, seed=self.seed, fewshot_selection=self.fewshot_selection, fewshot_as_multiturn=self.fewshot_as_multiturn,
+                    prompt_model=self.prompt_model)
         check_aggregations(task, str(where))
         documents = load_documents(task, self.limit, self.offset)
         self.documents[task.name] = documents

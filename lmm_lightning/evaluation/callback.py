@@ -81,6 +81,20 @@ def run_folder(pl_module: LightningModule) -> str:
     return sanitize_model_name(model_name(dict(getattr(pl_module, "hparams", {})), type(pl_module).__name__))
 
 
+def model_source(pl_module: LightningModule) -> Optional[dict[str, Any]]:
+    """The resolved files of a model loaded from a folder or the hub, for results.json: the store's identity
+    with the per-file fingerprint folded into one digest."""
+    source = pl_module.identity().get("source") if isinstance(pl_module, EvalModule) else None
+    if not isinstance(source, dict):
+        return None
+    out = {k: v for k, v in source.items() if k not in ("files", "peft")}
+    out["files_digest"] = config_digest(source.get("files"))
+    if isinstance(source.get("peft"), dict):
+        peft = source["peft"]
+        out["peft"] = {"path": peft.get("path"), "commit": peft.get("commit"), "files_digest": config_digest(peft.get("files"))}
+    return out
+
+
 def prompt_function(pl_module: LightningModule, requests: list[Request], documents: dict[str, Any]) -> Callable[[str], str]:
     """Each context as the model received it (after its chat template, over the request's chat turns where it
     has them, with the image placeholders of a vision model), rendered before the model is released. A model
@@ -354,4 +368,5 @@ class EvaluationCallback(Callback):
             limit=datamodule.limit,
             offset=datamodule.offset,
             world_size=world_size,
+            model_source=model_source(pl_module),
         )

@@ -6,7 +6,7 @@ results.json and the samples files (`results.py`), the printed table (`table.py`
 """
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from lmm_lightning.metrics import Estimate
 from lmm_lightning.tasks import Task
@@ -77,6 +77,9 @@ class Settings:
     limit: Union[int, float, None]
     offset: int
     world_size: int
+    # The files evaluated, resolved: folder, hub repo and commit, adapter, and a digest of the weights'
+    # names, sizes, mtimes and sampled contents (None for a model without files).
+    model_source: Optional[dict[str, Any]] = None
 
     @property
     def config(self) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def build_results(result: EvaluationResult) -> dict[str, Any]:
         "higher_is_better": {},
         "n-samples": {},
         "config": result.settings.config,
+        "model_source": result.settings.model_source,  # the files evaluated, resolved (commit, weights digest)
         "git_hash": _git_hash(),
         "date": time.time(),
         "confidence_intervals": {},

@@ -45,12 +45,15 @@ def _metric_options(metric: MetricSpec, where: str) -> dict[str, Any]:
     return options
 
 
-def prompt_kwargs(spec: TaskSpec) -> Optional[dict[str, Any]]:
-    """lmms-eval's `lmms_eval_specific_kwargs` as a model without an entry of its own gets them: the
-    mapping with its `default` entry merged in (lmms-eval 0.7 `ConfigurableTask.__init__`)."""
+def prompt_kwargs(spec: TaskSpec, model_name: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """lmms-eval's `lmms_eval_specific_kwargs` as lmms-eval 0.7 (`ConfigurableTask.__init__`) hands them to a
+    model: its own entry where the mapping has one (`qwen2_vl: {...}`), else the mapping with its `default`
+    (or `dataset`) entry merged in."""
     kwargs = spec.lmms_eval_specific_kwargs
     if kwargs is None:
         return None
+    if model_name is not None and isinstance(kwargs.get(model_name), dict):
+        return dict(kwargs[model_name])
     for key in ("default", "dataset"):
         if isinstance(kwargs.get(key), dict):
             return {**kwargs, **kwargs[key]}
@@ -69,7 +72,12 @@ class Task:
     """
 
     def __init__(
-        self, spec: TaskSpec, seed: int = 1234, fewshot_selection: FewshotSelection = "seeded", fewshot_as_multiturn: bool = False
+        self,
+        spec: TaskSpec,
+        seed: int = 1234,
+        fewshot_selection: FewshotSelection = "seeded",
+        fewshot_as_multiturn: bool = False,
+        prompt_model: Optional[str] = None,
     ) -> None:
         if fewshot_selection not in FEWSHOT_SELECTIONS:
             raise InputError(f"data.fewshot_selection: expected one of {list(FEWSHOT_SELECTIONS)}, got {fewshot_selection!r}")
@@ -88,7 +96,7 @@ class Task:
             self._template(getattr(self.fewshot_config, n), f"fewshot_config.{n}") for n in ("doc_to_text", "doc_to_target", "doc_to_choice")
         ]
         self.fewshot_process_docs = self._template(self.fewshot_config.process_docs, "fewshot_config.process_docs")
-        self.prompt_kwargs = prompt_kwargs(spec)
+        self.prompt_kwargs = prompt_kwargs(spec, prompt_model)
         self.kind: OutputKind = OUTPUT_KINDS[spec.output_type](self)
         self.metrics = spec.metric_list or [MetricSpec.from_dict({"metric": m}) for m in self.kind.default_metrics]
         self._check_metrics(where)

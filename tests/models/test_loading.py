@@ -153,11 +153,15 @@ def test_a_run_resumed_on_another_revision_recomputes(hub_cache, tmp_path):
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         results = json.loads((out / "results.json").read_text())
-        return {"resumed": results["integrity"]["capitals_mc"]["resumed"], "acc": results["results"]["capitals_mc"]["acc_norm,none"]}
+        source = results["model_source"]
+        return {"resumed": results["integrity"]["capitals_mc"]["resumed"], "acc": results["results"]["capitals_mc"]["acc_norm,none"],
+                "commit": source["commit"], "repo": source["repo_id"], "digest": source["files_digest"]}
 
     first = run("main")
-    assert first["resumed"] == 0
-    assert run("dev")["resumed"] == 0  # another commit: nothing served from the main run
+    assert first["resumed"] == 0 and first["repo"] == REPO and len(first["commit"]) == 40
+    dev = run("dev")
+    assert dev["resumed"] == 0  # another commit: nothing served from the main run
+    assert dev["commit"] != first["commit"] and dev["digest"] != first["digest"]  # results.json says which files ran
     assert run("main") == {**first, "resumed": 12}  # 3 questions x 4 choices, all reused
 
 

@@ -401,3 +401,23 @@ def test_fewshot_as_multiturn_prompts_are_lm_evals(offline_datasets, chat_model,
     from lmm_lightning.evaluation.store import request_key
 
     assert request_key(plain.requests[0], "c", "m") != request_key(dm.requests[0], "c", "m")
+
+
+def test_lmms_eval_prompt_kwargs_follow_the_model_name(tmp_path):
+    """lmms-eval hands a model its own `lmms_eval_specific_kwargs` entry when the task has one, else `default`;
+    `eval --model qwen2_vl` names the entry."""
+    from lmm_lightning.eval_cli import lightning_args
+
+    (tmp_path / "utils.py").write_text("def text(doc, kw):\n    return kw['pre_prompt'] + doc['q'] + kw['post_prompt']\n")
+    (tmp_path / "t.yaml").write_text(
+        "task: t\ntest_split: test\ndoc_to_text: !function utils.text\ndoc_to_target: a\n"
+        "lmms_eval_specific_kwargs:\n  default: {pre_prompt: '', post_prompt: ' Answer briefly.'}\n"
+        "  qwen2_vl: {pre_prompt: 'Q: ', post_prompt: ' One word.'}\n"
+    )
+    spec = TaskSpec.from_yaml(tmp_path / "t.yaml")
+    assert Task(spec).doc_to_text({"q": "Sky?"}) == "Sky? Answer briefly."
+    assert Task(spec, prompt_model="qwen2_vl").doc_to_text({"q": "Sky?"}) == "Q: Sky? One word."
+    assert Task(spec, prompt_model="llava_hf").doc_to_text({"q": "Sky?"}) == "Sky? Answer briefly."
+    args = lightning_args(["--model", "qwen2_vl", "--model_args", "pretrained=x", "--tasks", "t"])
+    assert args[args.index("--data.prompt_model") + 1] == "qwen2_vl"
+    assert "--data.prompt_model" not in lightning_args(["--model", "vlm", "--model_args", "pretrained=x", "--tasks", "t"])
