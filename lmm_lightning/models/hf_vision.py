@@ -120,8 +120,9 @@ class HFVisionLM(EvalModule):
     # --- prompts and tensors ------------------------------------------------------------------
     @staticmethod
     def single_turn(request: Request) -> str:
-        """The request's context; few-shot examples as chat turns (`fewshot_as_multiturn`) are the text model's."""
-        if request.messages:
+        """The request's context as one user turn (a description included); few-shot examples as chat turns
+        (`fewshot_as_multiturn`) are the text model's."""
+        if any(m.role == "assistant" for m in request.messages):
             raise InputError(
                 f"task '{request.task}', doc_id {request.doc_id}: data.fewshot_as_multiturn is supported by HFCausalLM, "
                 "not by the vision model; set it to false"

@@ -310,13 +310,19 @@ class Task:
         return self.prefix(doc_id, doc) + str(self.doc_to_text(doc))
 
     def messages(self, doc_id: int, doc: dict[str, Any]) -> tuple[ChatMessage, ...]:
-        """With `fewshot_as_multiturn`, the context as lm-eval 0.4.13 sends it to a chat template: the
-        description as a system turn, each example a user turn (its question) and an assistant turn (its
-        answer), then the question; delimiters are dropped. Otherwise (and for multiple input) none."""
-        if not self.fewshot_as_multiturn or self.multiple_input(doc):
+        """The context as lm-eval 0.4.13 sends it to a chat template: the description as a system turn, then
+        with `fewshot_as_multiturn` each example a user turn (its question) and an assistant turn (its answer)
+        and the question (delimiters dropped), else the rest of the context as one user turn. None when
+        neither applies (no description, one turn) and for multiple input."""
+        if self.multiple_input(doc):
             return ()
         description = str(render(self.spec.description, doc)) if self.spec.description else ""
         turns = [ChatMessage("system", description)] if description else []
+        if not self.fewshot_as_multiturn:
+            if not description:
+                return ()
+            rest = "".join(self.shot(ex) for ex in self.fewshot_examples(doc_id)) + str(self.doc_to_text(doc))
+            return (*turns, ChatMessage("user", rest))
         for example in self.fewshot_examples(doc_id):
             text, answer = self.shot_parts(example)
             turns.append(ChatMessage("user", text))

@@ -295,3 +295,15 @@ def test_a_rolling_request_is_refused_with_the_model_to_use(tiny_llava):
     request = Request(uid=0, task="wiki", doc_id=3, request_type=RequestType.LOGLIKELIHOOD_ROLLING, context="", continuation="text")
     with pytest.raises(InputError, match="HFVisionLM on task 'wiki', doc_id 3: loglikelihood_rolling .*models.HFCausalLM"):
         model.answer(RequestBatch([request], [False]))
+
+
+def test_the_vision_model_takes_one_turn_and_refuses_examples_as_chat_turns():
+    from lmm_lightning.errors import InputError
+    from lmm_lightning.models import HFVisionLM
+    from lmm_lightning.requests import ChatMessage, Request, RequestType
+
+    described = Request(0, "t", 3, RequestType.GENERATE_UNTIL, "Intro. Q?", messages=(ChatMessage("system", "Intro. "), ChatMessage("user", "Q?")))
+    assert HFVisionLM.single_turn(described) == "Intro. Q?"  # the description stays in the one user turn
+    shots = (ChatMessage("user", "Q1"), ChatMessage("assistant", "A1"), ChatMessage("user", "Q?"))
+    with pytest.raises(InputError, match=r"task 't', doc_id 3: data.fewshot_as_multiturn is supported by HFCausalLM"):
+        HFVisionLM.single_turn(Request(0, "t", 3, RequestType.GENERATE_UNTIL, "Q1 A1\n\nQ?", messages=shots))

@@ -360,11 +360,12 @@ def chat_model(tmp_path):
     return HFCausalLM(str(folder), use_chat_template=True), tokenizer
 
 
+@pytest.mark.parametrize("multiturn", [True, False])
 @pytest.mark.parametrize("name,num_fewshot", [("arc_easy", 3), ("mmlu_abstract_algebra", 2), ("gsm8k", None), ("boolq", 2)])
-def test_fewshot_as_multiturn_prompts_are_lm_evals(offline_datasets, chat_model, name, num_fewshot):
-    """The prompt our model renders from a request's chat turns equals lm-eval 0.4.13's `fewshot_context(...,
-    apply_chat_template=True, fewshot_as_multiturn=True)` with the same tokenizer's template (mmlu has a
-    description: it becomes the system turn)."""
+def test_chat_prompts_are_lm_evals(offline_datasets, chat_model, name, num_fewshot, multiturn):
+    """The prompt our model renders from a request (its chat turns where it has them) equals lm-eval 0.4.13's
+    `fewshot_context(..., apply_chat_template=True, fewshot_as_multiturn=...)` with the same tokenizer's
+    template (mmlu has a description: it becomes the system turn in both modes)."""
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -382,25 +383,27 @@ def test_fewshot_as_multiturn_prompts_are_lm_evals(offline_datasets, chat_model,
     theirs.set_fewshot_seed(1234)
     shots = theirs.config.num_fewshot or 0 if num_fewshot is None else num_fewshot
     dm = BenchmarkDataModule(tasks=[name], include_path=[str(LM_EVAL_TASKS)], num_fewshot=num_fewshot,
-                             fewshot_selection="lm_eval", fewshot_as_multiturn=True)
+                             fewshot_selection="lm_eval", fewshot_as_multiturn=multiturn)
     dm.setup()
     firsts = {}
     for request in dm.requests:
         firsts.setdefault(request.doc_id, request)
     assert shots > 0
     for doc_id, doc in enumerate(theirs.eval_docs):
-        expected = theirs.fewshot_context(doc, shots, apply_chat_template=True, fewshot_as_multiturn=True, chat_template=chat_template)
+        expected = theirs.fewshot_context(doc, shots, apply_chat_template=True, fewshot_as_multiturn=multiturn, chat_template=chat_template)
         request = firsts[doc_id]
-        assert sum(m.role == "assistant" for m in request.messages) == shots
+        assert sum(m.role == "assistant" for m in request.messages) == (shots if multiturn else 0)
         assert model.prompt(request.context, request.messages) == expected
-        assert (request.messages[0].role == "system") == (name == "mmlu_abstract_algebra")  # its description
-    # without the flag the few-shot context is one user turn, and the store key differs
-    plain = BenchmarkDataModule(tasks=[name], include_path=[str(LM_EVAL_TASKS)], num_fewshot=num_fewshot, fewshot_selection="lm_eval")
-    plain.setup()
-    assert plain.requests[0].messages == () and plain.requests[0].context == dm.requests[0].context
-    from lmm_lightning.evaluation.store import request_key
+        has_description = name == "mmlu_abstract_algebra"
+        assert bool(request.messages and request.messages[0].role == "system") == has_description
+        assert bool(request.messages) == (multiturn or has_description)
+    if multiturn:  # the single-turn run has other chat turns, so another store key
+        plain = BenchmarkDataModule(tasks=[name], include_path=[str(LM_EVAL_TASKS)], num_fewshot=num_fewshot, fewshot_selection="lm_eval")
+        plain.setup()
+        assert plain.requests[0].context == dm.requests[0].context
+        from lmm_lightning.evaluation.store import request_key
 
-    assert request_key(plain.requests[0], "c", "m") != request_key(dm.requests[0], "c", "m")
+        assert request_key(plain.requests[0], "c", "m") != request_key(dm.requests[0], "c", "m")
 
 
 def test_lmms_eval_prompt_kwargs_follow_the_model_name(tmp_path):
