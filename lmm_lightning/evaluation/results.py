@@ -133,7 +133,8 @@ def _add_task(out: dict[str, Any], result: TaskResult) -> None:
     values, intervals = _metric_columns(result.metrics)
     out["results"][name] = {"alias": name, "samples": len(result.records), **values}
     out["confidence_intervals"][name] = intervals
-    out["configs"][name] = spec.to_dict()
+    # the metrics scored, the output type's defaults included (lm-eval's readers, zeno_visualize, go by them)
+    out["configs"][name] = {**spec.to_dict(), "metric_list": [_metric_entry(m) for m in result.task.metrics]}
     out["versions"][name] = spec.version
     out["n-shot"][name] = spec.num_fewshot
     out["higher_is_better"][name] = result.higher_is_better
@@ -143,6 +144,14 @@ def _add_task(out: dict[str, Any], result: TaskResult) -> None:
         "evaluated": spec.evaluated_split,
         "fewshot": spec.fewshot_source if spec.num_fewshot else None,
     }
+
+
+def _metric_entry(metric: Any) -> dict[str, Any]:
+    entry = asdict(metric)
+    for key in ("aggregation", "higher_is_better"):  # a `!function` as its reference, not the function
+        if not isinstance(entry[key], (str, bool)):
+            entry[key] = str(getattr(metric, key))
+    return entry
 
 
 def _add_group(out: dict[str, Any], group: GroupResult) -> None:

@@ -212,6 +212,19 @@ def test_samples_load_with_datasets_and_parse_as_the_zeno_script_does(lm_eval_ru
     choices = [[x["arguments"][f"gen_args_{i}"]["arg_1"] for i in range(len(x["arguments"]))] for x in loaded]
     predictions = [max(range(len(x["filtered_resps"])), key=lambda i: x["filtered_resps"][i][0]) for x in loaded]
     assert all(len(c) == 3 for c in choices) and len(predictions) == 5 and set(loaded[0]["metrics"]) == {"acc", "acc_norm"}
+    # what zeno_visualize.py (lm-eval main) reads besides: the latest results file's configs[task]: output_type,
+    # metric_list entries with "metric" and "aggregation", filter_list; then each sample line's value per metric
+    results = json.loads(Path(get_latest_filename(get_results_filenames([str(p) for p in folder.iterdir()]))).read_text())
+    assert isinstance(results["config"]["model_args"], (str, dict))
+    for task in results["configs"]:
+        config = results["configs"][task]
+        lines = [json.loads(line) for line in max(folder.glob(f"samples_{task}_*.jsonl"), key=lambda p: get_file_datetime(p.name)).read_text().splitlines()]
+        assert config["output_type"] in ("multiple_choice", "generate_until") and lines
+        means = [m["metric"] for m in config["metric_list"] if m.get("aggregation") == "mean"]
+        assert means and all(isinstance(line[m], (int, float)) for line in lines for m in means)
+        ids = [f"{x['doc_id']}.{x['filter']}" for x in lines] if config.get("filter_list") else [x["doc_id"] for x in lines]
+        assert len(set(ids)) == len(lines)
+        assert all(isinstance(x["arguments"]["gen_args_0"]["arg_0"], str) and x["filtered_resps"] for x in lines)
 
 
 def test_a_run_is_quiet_before_its_progress_bar(lm_eval_run):
