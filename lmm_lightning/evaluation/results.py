@@ -251,26 +251,40 @@ def write_outputs(output_dir: Path, result: EvaluationResult, log_samples: bool)
     that fails (a full disk) removes what this call wrote and is one InputError naming the file.
     Returns the results document as written.
     """
-    results_doc = build_results(result)
+    samples = ((f"samples_{t.name}.jsonl", samples_jsonl(t.records)) for t in result.tasks) if log_samples else ()
+    return write_unit(output_dir, samples, "results.json", build_results(result), clear=True)
+
+
+def write_unit(
+    folder: Path,
+    samples: Iterable[tuple[str, str]],
+    results_name: str,
+    document: dict[str, Any],
+    clear: bool = False,
+    **dump_options: Any,
+) -> dict[str, Any]:
+    """The samples files (name, text; each made only when its turn comes), then the results file naming them
+    with their sha256 and size, written last. `clear`: the earlier run's outputs go first. A write that fails
+    (a full disk) removes what this call wrote and is one InputError naming the file."""
     written: dict[str, dict[str, Any]] = {}
-    path = output_dir
+    path = folder
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        remove_outputs(output_dir)
-        if log_samples:
-            for task in result.tasks:
-                path = output_dir / f"samples_{task.name}.jsonl"
-                data = samples_jsonl(task.records).encode("utf-8")
-                write_atomic(path, data)
-                written[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        document = {**results_doc, "samples_files": written}
-        path = output_dir / "results.json"
-        write_atomic(path, dumps(document, indent=2))
+        folder.mkdir(parents=True, exist_ok=True)
+        if clear:
+            remove_outputs(folder)
+        for name, text in samples:
+            path = folder / name
+            data = text.encode("utf-8")
+            write_atomic(path, data)
+            written[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        document = {**document, "samples_files": written}
+        path = folder / results_name
+        write_atomic(path, dumps(document, indent=2, **dump_options))
     except OSError as err:
         for name in written:
-            (output_dir / name).unlink(missing_ok=True)
+            (folder / name).unlink(missing_ok=True)
         raise InputError(
-            f"evaluation.output_dir: cannot write {path}: {err.strerror or err}; no results.json was written "
+            f"evaluation.output_dir: cannot write {path}: {err.strerror or err}; no {results_name} was written "
             "(the responses are kept in the store: a rerun writes the outputs without computing them again)"
         ) from None
     return document
@@ -479,27 +493,10 @@ def write_lm_eval_outputs(
     latest (`get_latest_filename`). Returns the results document as written."""
     stamp = timestamp()
     samples = {t.name: lm_eval_records(t, prompt, info.predict_only) for t in result.tasks}
-    written: dict[str, dict[str, Any]] = {}
-    path = run_dir
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if log_samples:
-            for name, lines in samples.items():
-                path = run_dir / f"samples_{name}_{stamp}.jsonl"
-                data = samples_jsonl(lines).encode("utf-8")
-                write_atomic(path, data)
-                written[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        document = {**lm_eval_results(result, info, samples if log_samples else {}), "samples_files": written}
-        path = run_dir / f"results_{stamp}.json"
-        write_atomic(path, dumps(document, indent=2, ensure_ascii=False))
-    except OSError as err:
-        for name in written:
-            (run_dir / name).unlink(missing_ok=True)
-        raise InputError(
-            f"evaluation.output_dir: cannot write {path}: {err.strerror or err}; no results file was written "
-            "(the responses are kept in the store: a rerun writes the outputs without computing them again)"
-        ) from None
-    return {**document, "results_file": path.name}
+    files = ((f"samples_{name}_{stamp}.jsonl", samples_jsonl(lines)) for name, lines in samples.items()) if log_samples else ()
+    results_name = f"results_{stamp}.json"
+    document = lm_eval_results(result, info, samples if log_samples else {})
+    return {**write_unit(run_dir, files, results_name, document, ensure_ascii=False), "results_file": results_name}
 
 
 def dataset_card(document: dict[str, Any], table: str) -> str:
