@@ -219,6 +219,7 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
     if options.model is None and not model_args and chat is None and options.system_instruction is None:
         return  # the model comes from --config
     class_path = model_class(options.model or "hf")
+    options.parallel = parallel_sizes(model_args)
     if options.trust_remote_code:
         model_args.setdefault("trust_remote_code", True)
     check_model_args(class_path, model_args)
@@ -229,6 +230,23 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
         run.set(f"--model.init_args.{key}", value)
     run.set("--model.init_args.use_chat_template", chat)
     run.set("--model.init_args.system_prompt", options.system_instruction)
+
+
+MODEL_PARALLEL = "lightning.pytorch.strategies.ModelParallelStrategy"
+
+
+def parallel_sizes(model_args: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """(data, tensor) parallel sizes from vLLM's `tensor_parallel_size` / `data_parallel_size` model args (taken out
+    of `model_args`), or None when neither is given.
+
+    >>> parallel_sizes({"pretrained": "m", "tensor_parallel_size": 2})
+    (1, 2)
+    """
+    sizes = [model_args.pop(key, 1) for key in ("data_parallel_size", "tensor_parallel_size")]
+    for key, size in zip(("data_parallel_size", "tensor_parallel_size"), sizes):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InputError(f"--model_args: {key} expected a positive integer, got {size!r}")
+    return None if sizes == [1, 1] else (sizes[0], sizes[1])
 
 
 def data_options(options: argparse.Namespace, run: Overrides) -> None:
@@ -265,8 +283,16 @@ def trainer_options(options: argparse.Namespace, run: Overrides) -> None:
         if not options.devices.isdigit() or int(options.devices) < 1:
             raise InputError(f"--devices: expected a positive number of processes, got {options.devices!r}")
         run.set("--trainer.devices", int(options.devices))
-        if int(options.devices) > 1:
+        if int(options.devices) > 1 and getattr(options, "parallel", None) is None:
             run.set("--trainer.strategy", "ddp")
+    parallel = getattr(options, "parallel", None)
+    if parallel is not None:  # a data x tensor mesh over data * tensor processes
+        data, tensor = parallel
+        run.set("--trainer.strategy", MODEL_PARALLEL)
+        run.set("--trainer.strategy.data_parallel_size", data)
+        run.set("--trainer.strategy.tensor_parallel_size", tensor)
+        if options.devices is None:
+            run.set("--trainer.devices", data * tensor)
     if options.seed is not None and options.seed["torch"] is not None:
         run.set("--seed_everything", options.seed["torch"])
 

@@ -16,14 +16,17 @@ import warnings
 from datetime import timedelta
 from typing import Any, Iterator, Optional, Sequence
 
+import torch
 from jsonargparse import ArgumentError
+from lightning.fabric.plugins.environments import KubeflowEnvironment, SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.accelerators import Accelerator, AcceleratorRegistry
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, StrategyRegistry
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy, StrategyRegistry
 
+from lmm_lightning.cluster import SlurmRequeue, cluster_environment, cluster_plugins
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.data.datamodule import AgreedInputError
 from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
@@ -36,13 +39,121 @@ DEFAULT_TIMEOUT_S = 60_000
 TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
 
 
-def strategy_with_timeout(strategy: Any, timeout_s: int) -> Any:
-    """Give the named ddp/fsdp strategies a process-group timeout long enough for big evaluations."""
+# --- the process-group timeout, on every strategy that makes a process group ---------------------------------
+MODEL_PARALLEL = "model_parallel"  # Lightning's ModelParallelStrategy, which has no registered name
+
+
+def takes_timeout(cls: type) -> bool:
+    """Whether a strategy class makes a process group with a timeout (DDP, FSDP, ModelParallel, DeepSpeed)."""
+    return "timeout" in inspect.signature(cls).parameters
+
+
+def strategy_class(path: str) -> type:
+    """The Strategy class a dotted path names (`lightning.pytorch.strategies.DDPStrategy`)."""
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise InputError(
+            f"trainer.strategy: {path!r} is not a strategy class; expected a registered name or the class path of a "
+            "Lightning Strategy (e.g. lightning.pytorch.strategies.DDPStrategy)"
+        )
+    return cls
+
+
+def device_count(accelerator: Any, devices: Any) -> int:
+    """How many devices per node Lightning will use: a count, a list or "0,1" of indices, or all ("auto", -1)."""
+    if isinstance(devices, str) and re.fullmatch(r"\s*-?\d+\s*", devices):
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices != "auto":
+        return len([d for d in devices.split(",") if d.strip()])
+    if devices in ("auto", -1, None):
+        return chosen_accelerator(accelerator).auto_device_count()
+    return devices if isinstance(devices, int) else 1
+
+
+def chosen_accelerator(accelerator: Any) -> Any:
+    """The accelerator class "auto" and "gpu" resolve to here, as Lightning picks it (TPU, MPS, CUDA, else CPU)."""
+    if isinstance(accelerator, Accelerator):
+        return type(accelerator)
+    if isinstance(accelerator, str) and accelerator not in ("auto", "gpu") and accelerator in AcceleratorRegistry:
+        return AcceleratorRegistry[accelerator]["accelerator"]
+    names = ("mps", "cuda") if accelerator == "gpu" else ("tpu", "mps", "cuda", "cpu")
+    for name in names:
+        if AcceleratorRegistry[name]["accelerator"].is_available():
+            return AcceleratorRegistry[name]["accelerator"]
+    return AcceleratorRegistry["cpu"]["accelerator"]
+
+
+def auto_strategy(accelerator: Any, devices: Any, num_nodes: Any) -> str:
+    """The strategy Lightning's "auto" becomes (`_AcceleratorConnector._choose_strategy`, lightning 2.6.6): DDP on
+    several nodes or devices ("ddp_fork" in an interactive session), else one device ("auto" stays)."""
+    if chosen_accelerator(accelerator) is AcceleratorRegistry["tpu"]["accelerator"]:
+        return "auto"  # XLA strategies: no process-group timeout
+    interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+    if isinstance(num_nodes, int) and num_nodes > 1:
+        return "ddp"
+    if device_count(accelerator, devices) > 1:
+        return "ddp_fork" if interactive else "ddp"
+    return "auto"
+
+
+def built_strategy(cls: type, params: dict[str, Any], timeout: timedelta) -> Strategy:
+    """`cls(**params)` with our timeout; FSDP shards per block the model declares unsplittable unless a policy is given."""
+    if issubclass(cls, FSDPStrategy):
+        params = {"auto_wrap_policy": NoSplitModulesPolicy(), **params}
+    return cls(**params, timeout=timeout)
+
+
+def named_strategy(name: str, timeout: timedelta) -> Any:
+    """A registered name built as Lightning's registry builds it (its own start method, find_unused_parameters,
+    cpu_offload, ...) plus our timeout; a name whose strategy makes no process group stays a name."""
+    if name == MODEL_PARALLEL:
+        return ModelParallelStrategy(timeout=timeout)
+    if "." in name:
+        cls = strategy_class(name)
+        return built_strategy(cls, {}, timeout) if takes_timeout(cls) else cls()
+    if name not in StrategyRegistry:
+        return name
+    cls, params = StrategyRegistry[name]["strategy"], dict(StrategyRegistry[name]["init_params"])
+    if not takes_timeout(cls):
+        return name
+    if params.get("start_method") == "fork" and "fork" not in torch.multiprocessing.get_all_start_methods():
+        return name  # Lightning's own message says to use ddp_spawn here
+    return built_strategy(cls, params, timeout)
+
+
+def instance_with_timeout(strategy: Strategy, timeout: timedelta) -> Strategy:
+    """A strategy built from a class path: a timeout the user gave stays; Lightning's default (what jsonargparse fills
+    in when none is given) becomes ours. FSDP without a wrap policy gets ours. Lightning has no public setter for
+    the timeout: `_timeout` is what its DDP, FSDP, ModelParallel and DeepSpeed strategies (2.6.6) hand the group."""
+    cls = type(strategy)
+    if not takes_timeout(cls) or not hasattr(strategy, "_timeout"):
+        return strategy
+    if strategy._timeout == inspect.signature(cls).parameters["timeout"].default:
+        strategy._timeout = timeout
+    if isinstance(strategy, FSDPStrategy):
+        strategy.kwargs.setdefault("auto_wrap_policy", NoSplitModulesPolicy())
+    return strategy
+
+
+def strategy_with_timeout(strategy: Any, timeout_s: int, *, accelerator: Any = "auto", devices: Any = 1, num_nodes: Any = 1) -> Any:
+    """Every strategy that makes a process group gets one whose timeout is long enough for big evaluations
+    (`--process_group_timeout`): registered names, "model_parallel", class paths, instances, and "auto" where
+    Lightning picks DDP (several devices or nodes). Single-device and XLA strategies come back as given."""
     timeout = timedelta(seconds=timeout_s)
-    if strategy == "ddp":
-        return DDPStrategy(timeout=timeout)
-    if strategy == "fsdp":
-        return FSDPStrategy(timeout=timeout, auto_wrap_policy=NoSplitModulesPolicy())
+    if strategy in (None, "auto"):
+        strategy = auto_strategy(accelerator, devices, num_nodes)
+        if strategy == "auto":
+            return strategy
+    if isinstance(strategy, str):
+        return named_strategy(strategy, timeout)
+    if isinstance(strategy, Strategy):
+        return instance_with_timeout(strategy, timeout)
     return strategy
 
 
@@ -62,6 +173,16 @@ def one_line(text: str) -> str:
 
 def launched_by_torchrun() -> bool:
     return "LOCAL_WORLD_SIZE" in os.environ and "GROUP_RANK" in os.environ
+
+
+def match_kubeflow(config: dict[str, Any]) -> None:
+    """A Kubeflow PyTorchJob runs one process per pod: one device per node, WORLD_SIZE nodes, DDP unless told."""
+    if config.get("devices") in ("auto", 1, "1", None):
+        config["devices"] = 1
+    if config.get("num_nodes") in (1, None):
+        config["num_nodes"] = int(os.environ["WORLD_SIZE"])
+    if config.get("strategy") in ("auto", None):
+        config["strategy"] = "ddp"
 
 
 # --- trainer options, checked right after parsing (before anything is built or loaded) ---------------
@@ -84,9 +205,12 @@ def check_accelerator(accelerator: Any) -> None:
 
 
 def check_strategy(strategy: Any) -> None:
-    if not isinstance(strategy, str) or strategy == "auto":
+    if not isinstance(strategy, str) or strategy in ("auto", MODEL_PARALLEL):
         return
-    known = StrategyRegistry.available_strategies()
+    if "." in strategy:
+        strategy_class(strategy)
+        return
+    known = [*StrategyRegistry.available_strategies(), MODEL_PARALLEL]
     if strategy not in known:
         hint = difflib.get_close_matches(strategy, known, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -228,8 +352,17 @@ class EvalCLI(LightningCLI):
             config["num_nodes"] = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
             if config.get("strategy") in ("auto", None):
                 config["strategy"] = "ddp"
-        config["strategy"] = strategy_with_timeout(config.get("strategy"), timeout_s)
         try:
+            config["plugins"] = cluster_plugins(config.get("plugins")) or None
+            environment = cluster_environment(config["plugins"] or [])
+            if isinstance(environment, KubeflowEnvironment):
+                match_kubeflow(config)
+            if isinstance(environment, SLURMEnvironment):
+                callbacks = [*callbacks, SlurmRequeue(environment.requeue_signal)]
+            config["strategy"] = strategy_with_timeout(
+                config.get("strategy"), timeout_s,
+                accelerator=config.get("accelerator"), devices=config.get("devices"), num_nodes=config.get("num_nodes"),
+            )
             return super()._instantiate_trainer(config, with_progress_bar(config, callbacks))
         except (MisconfigurationException, ValueError, TypeError) as err:
             raise InputError(f"trainer: {one_line(str(err))}") from None

@@ -1,7 +1,7 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Optional, Union
 
 import jinja2
@@ -13,26 +13,42 @@ from lmm_lightning.data.loading import TaskDocuments, load_documents
 from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler, holds_auto
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
+from lmm_lightning.parallel import data_parallel
 from lmm_lightning.requests import Request, RequestType
 from lmm_lightning.tasks import GroupSpec, Task, TaskSpec, resolve
 from lmm_lightning.tasks.registry import as_folders
 from lmm_lightning.tasks.task import FEWSHOT_SELECTIONS, FewshotSelection
 
 
-@dataclass(frozen=True)
 class RequestBatch:
     """A batch as the model sees it: requests of one type, which are padding, and their images.
 
     Images are decoded here, in the data loader workers, not up front on any rank.
+
+    Not a dataclass, on purpose: Lightning's precision plugins ("16-true", "bf16-true", "64-true") pass every
+    batch through `apply_to_collection` to cast its floating-point tensors, which deep-copies and rebuilds a
+    dataclass field by field and refuses frozen ones (a `Request` is one). A batch holds no tensors (each model
+    builds its own), so it passes through as an opaque object, untouched and uncopied.
     """
 
-    requests: list[Request]
-    padding: list[bool]
-    visuals: list[list[Any]] = field(default_factory=list)
+    __slots__ = ("requests", "padding", "visuals")
+
+    def __init__(self, requests: list[Request], padding: list[bool], visuals: Optional[list[list[Any]]] = None) -> None:
+        self.requests = requests
+        self.padding = padding
+        self.visuals = visuals if visuals is not None else []
 
     @property
     def request_type(self) -> RequestType:
         return self.requests[0].request_type
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestBatch):
+            return NotImplemented
+        return (self.requests, self.padding, self.visuals) == (other.requests, other.padding, other.visuals)
+
+    def __repr__(self) -> str:
+        return f"RequestBatch(requests={self.requests!r}, padding={self.padding!r}, visuals={self.visuals!r})"
 
 
 class RequestDataset(Dataset):
@@ -333,10 +349,9 @@ class BenchmarkDataModule(LightningDataModule):
         return self.batch_size
 
     def predict_dataloader(self) -> DataLoader:
-        world_size = self.trainer.world_size if self.trainer else 1
-        rank = self.trainer.global_rank if self.trainer else 0
+        replicas, rank = data_parallel(self.trainer)  # tensor-parallel ranks of one group share their batches
         dataset = RequestDataset(self.requests, self.documents)
-        sampler = PaddedDistributedSampler(dataset, self.requests, self.resolved_batch_size(), world_size, rank, self.done_uids)
+        sampler = PaddedDistributedSampler(dataset, self.requests, self.resolved_batch_size(), replicas, rank, self.done_uids)
         return DataLoader(
             dataset,
             sampler=sampler,

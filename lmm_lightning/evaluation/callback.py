@@ -26,7 +26,7 @@ from lmm_lightning.evaluation.failfast import (
     GATHERING, LOADED, LOADING, PREDICTING, FailFast, check_same_requests, describe_batch, is_communication_error,
 )
 from lmm_lightning.evaluation.store import (
-    ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
+    Agreement, ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
 )
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.requests import Response
@@ -54,8 +54,25 @@ def check_non_negative(option: str, value: Any) -> None:
 
 def connect_batch_size(datamodule: BenchmarkDataModule, pl_module: LightningModule) -> None:
     """`batch_size: auto` probed on the loaded model, the smallest answer over all ranks kept, and handed to
-    the data module through its one door (`connect`) before any dataloader exists."""
+    the data module through its one door (`connect`) before any dataloader exists.
+
+    FSDP shards the model after `configure_model`, and a probe must run through the sharded wrapper (as
+    `predict_step` does): there the probe waits for Lightning's request of the dataloader, which comes
+    right after the wrapping, and runs first."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    datamodule.__dict__.pop("predict_dataloader", None)  # a deferred probe left by an earlier run
     if not holds_auto(datamodule.batch_size):
+        return
+    trainer = pl_module._trainer
+    if trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.strategy.model is pl_module:
+
+        def probe_then_plan() -> Any:
+            datamodule.__dict__.pop("predict_dataloader", None)
+            connect_batch_size(datamodule, pl_module)
+            return type(datamodule).predict_dataloader(datamodule)
+
+        datamodule.predict_dataloader = probe_then_plan
         return
     probe = lambda request: pl_module.find_max_batch_size(request, datamodule.max_batch_size)
     resolved = resolve_batch_size(datamodule.requests, datamodule.batch_size, probe, lambda n: all_min(n, pl_module.device))
@@ -206,8 +223,10 @@ class EvaluationCallback(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Key every request, lock the output folder, and skip what an earlier run answered (the datamodule is set up).
 
-        Every rank agrees on what is skipped (one collective), so the ranks plan the same batches and a
-        request is either resumed or computed, never both. A second run on the same folder is refused."""
+        Every rank agrees on what is skipped (one collective): the union of what the ranks' stores hold, so
+        node-local folders resume as a shared one does. The ranks plan the same batches, a request is either
+        resumed or computed, never both, and each resumed answer is handed in by one rank (the lowest holding
+        it) at the final gather. A second run on the same folder is refused."""
         datamodule = trainer.datamodule
         if not isinstance(datamodule, BenchmarkDataModule):
             raise TypeError("EvaluationCallback needs the Trainer to run a BenchmarkDataModule")
@@ -225,30 +244,40 @@ class EvaluationCallback(Callback):
         holder = self.store.lock()
         scan = self.store.load() if self.resume else StoreScan()
         stored = scan.reusable(datamodule.requests, self.keys)
-        found = {**self.cached(datamodule, trainer.global_rank, model), **stored}
-        locked, done = agree_across_ranks(holder is None, set(found), len(self.keys), trainer.strategy.root_device)
-        if not locked:
+        cached = self.cached(datamodule, trainer.global_rank, model)
+        found = {**cached, **stored}
+        agreed = agree_across_ranks(holder is None, set(stored), set(cached), len(self.keys), trainer.strategy.root_device)
+        if not agreed.locked:
             self.store.close()
             raise AgreedInputError(  # every rank raises it; rank 0 says it
                 f"evaluation.output_dir: {self.output_dir} is in use by another run (held by {holder or 'it, on another rank'}); "
                 "wait for it to end, or give another --evaluation.output_dir",
                 trainer.global_rank,
             )
-        self.resumed = {uid: found[uid] for uid in sorted(done)}
-        datamodule.connect(done_uids=set(self.resumed))
+        self.resumed = {uid: found[uid] for uid in agreed.held_by(trainer.global_rank)}  # this rank hands these in
+        datamodule.connect(done_uids=set(agreed.holders))
         if trainer.is_global_zero:
             for message in scan.warnings(self.store.folder):
                 warnings.warn(message, StoreWarning)
-            if self.resumed:
-                from_store = len(set(self.resumed) & set(stored))
-                sources = [(from_store, self.store), (len(self.resumed) - from_store, self.cache)]
-                where = ", ".join(f"{n} from {store.folder}" for n, store in sources if n)
-                print(f"resumed: reused {len(self.resumed)} of {len(self.keys)} requests ({where})", flush=True)
+            if agreed.holders:
+                print(f"resumed: {self.describe_resumed(agreed, len(self.keys))}", flush=True)
         self.failfast.phase(LOADING)  # the model loads next (configure_model)
         report_when_loaded(pl_module, self.failfast, datamodule)
         if trainer.loggers:
             # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
             trainer.enable_autolog_hparams = False
+
+    def describe_resumed(self, agreed: Agreement, n_requests: int) -> str:
+        """`reused 40 of 52 requests (30 from <store>, 10 from <cache>)`; with node-local folders, also how many
+        were found only on other ranks (their own folders of the same name), which hand them in at the gather."""
+        n = len(agreed.holders)
+        sources = [(n - len(agreed.from_cache), self.store), (len(agreed.from_cache), self.cache)]
+        where = ", ".join(f"{count} from {store.folder}" for count, store in sources if count)
+        others = sorted(rank for rank in agreed.holders.values() if rank != 0)
+        if others:
+            ranks = sorted(set(others))
+            where += f"; {len(others)} of them held by rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+        return f"reused {n} of {n_requests} requests ({where})"
 
     def cached(self, datamodule: BenchmarkDataModule, rank: int, model: str) -> dict[int, Response]:
         """The answers the shared cache (`cache_dir`) holds for this run's requests; the cache is opened for appending."""
@@ -288,6 +317,7 @@ class EvaluationCallback(Callback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.collector = ResponseCollector().to(pl_module.device)
+        self.collector.update(list(self.resumed.values()), [False] * len(self.resumed), resumed=True)  # even if none
         self.results = self.evaluation_result = None
         self.failfast.install_signal_handler()  # again: Lightning put its own SIGTERM handler in front of ours
         self.failfast.phase(PREDICTING)
@@ -313,7 +343,7 @@ class EvaluationCallback(Callback):
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.failfast.phase(GATHERING)
-        gathered = self.collector.compute().pairs  # a collective: every rank takes part
+        gathered = self.collector.compute()  # a collective: every rank takes part
         self.failfast.stop()  # every rank got here; from now on a rank may exit early
         prompt = None
         if self.layout == "lm_eval" and trainer.is_global_zero:
@@ -323,7 +353,7 @@ class EvaluationCallback(Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        answers = Answers(gathered, list(self.resumed.values()))
+        answers = Answers(gathered.pairs, gathered.resumed)
         settings = self.settings(datamodule, pl_module, trainer.world_size)
         result = self.evaluation_result = evaluate(Benchmark.from_datamodule(datamodule), answers, settings)
         if self.layout == "lm_eval":

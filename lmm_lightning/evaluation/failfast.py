@@ -6,6 +6,9 @@ heartbeat twice a second and reads every other rank's. A watcher ends its proces
 rank at fault (and how long, doing what) when:
 - a rank reported a failure (an exception, a SIGTERM, or one of the verdicts below);
 - a rank it launched exited, or a rank in the same process namespace is gone (killed, exited);
+- the next rank's process ended, on any machine: each rank holds a TCP connection to the next one's watcher
+  (a ring), which the kernel closes when that process dies however it dies; a rank that ends in order says
+  goodbye on it first. This is what names a rank killed on another node within a second;
 - the store's host (rank 0) cannot be reached;
 - a rank's heartbeat stopped (SIGSTOP, SIGKILL on another machine, a machine gone);
 - a rank is behind the others and has not advanced for max(stall timeout, STALL_FACTOR x the slowest step
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +51,9 @@ STORE_TIMEOUT_S = 30.0  # a store operation that takes longer means its host is 
 EXIT_GRACE_S = 2.0  # time the ranks get to read a report (and exit by themselves) before being killed
 COMMUNICATION_ERROR_WAIT_S = 15.0  # how long a rank whose collective broke waits for the watcher to name the cause
 COMMUNICATION_ERRORS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "socket timeout")
+CONNECT_TIMEOUT_S = 2.0  # connecting to the next rank's watcher; it is retried, and the heartbeat remains
+CONNECT_TRIES = 5  # failed connections to an address the next rank published before relying on the heartbeat
+GOODBYE = b"bye"  # sent on a rank's connections when it ends in order (not killed)
 
 
 def describe_batch(requests: Sequence[Request]) -> str:
@@ -152,6 +159,7 @@ class Peer:
     pid: int
     namespace: Optional[str]
     seen: float
+    host: str = ""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -205,6 +213,79 @@ def _store_client() -> Optional[dist.Store]:
     return store
 
 
+def reachable_address() -> Optional[str]:
+    """The address of this machine that the others reach it by: the one it routes to the process group's host
+    through (MASTER_ADDR; no packet is sent), else what its host name resolves to."""
+    master = os.environ.get("MASTER_ADDR")
+    try:
+        if master:
+            family, kind, proto, _, address = socket.getaddrinfo(master, 1, type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.connect(address)
+                return probe.getsockname()[0]
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return None
+
+
+def link_closed(link: socket.socket) -> Optional[bool]:
+    """Whether the rank at the other end of a link ended: True when killed or exited without a word (the
+    kernel closed or reset its end), False when it said goodbye, None while it is alive."""
+    try:
+        data = link.recv(64)  # the link does not block: nothing to read raises
+    except BlockingIOError:
+        return None
+    except OSError:  # reset
+        return True
+    return not data  # nothing but the goodbye is ever sent on a link, and it may come in pieces
+
+
+class Listener:
+    """This rank's end of the ring: accepts the previous rank's connection and holds it, so the kernel closes
+    it when this process dies; `goodbye()` tells it the end was in order."""
+
+    def __init__(self) -> None:
+        host = reachable_address()
+        if host is None:
+            raise OSError("no reachable address")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.bind(("", 0))
+        self.socket.listen(8)
+        self.socket.setblocking(False)
+        port = self.socket.getsockname()[1]
+        self.address = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except (BlockingIOError, OSError):
+                return
+            self.accepted.append(connection)
+
+    def goodbye(self) -> None:
+        self.accept()
+        for connection in self.accepted:
+            try:
+                connection.setblocking(True)
+                connection.settimeout(0.5)
+                connection.sendall(GOODBYE)
+            except OSError:
+                pass
+            connection.close()
+        self.accepted = []
+        self.socket.close()
+
+
+def connect(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    link = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S)
+    link.setblocking(False)
+    return link
+
+
 class FailFast:
     """One per rank. `start()` once the process group exists (main thread), then `phase()`, `batch_started()`
     and `batch_done()` as work goes on; `report()` from a failing rank; `stop()` once every rank has passed the
@@ -240,6 +321,10 @@ class FailFast:
         self._previous_wakeup = -1
         self._pipe: Optional[tuple[int, int]] = None
         self._thread: Optional[threading.Thread] = None
+        self._listener: Optional[Listener] = None  # the previous rank connects here
+        self._link: Optional[socket.socket] = None  # our connection to the next rank
+        self._link_tries = 0
+        self._host = socket.gethostname()
 
     # --- main thread ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -248,10 +333,22 @@ class FailFast:
         self.store = _store_client()
         self._report_store = self.store.clone() if self.store is not None else None
         self._watching = self.store is not None
+        if self._watching:
+            self._listen()
         self.install_signal_handler()
         os.register_at_fork(after_in_child=self._forget_in_child)
         self._thread = threading.Thread(target=self._watch, name="lmm-lightning-failfast", daemon=True)
         self._thread.start()
+
+    def _listen(self) -> None:
+        """Open this rank's end of the ring and publish where it is (best effort: the heartbeat remains)."""
+        try:
+            self._listener = Listener()
+            self._report_store.set(self._address_key(self.rank), self._listener.address)
+        except Exception:  # noqa: BLE001 - no network address, or the store refused: watch by heartbeat only
+            if self._listener is not None:
+                self._listener.socket.close()
+            self._listener = None
 
     def install_signal_handler(self) -> None:
         """Ours alone for SIGTERM (again after Lightning installed its own, whose collective would hang), with
@@ -316,9 +413,17 @@ class FailFast:
         self._watching = False
 
     def close(self) -> None:
-        """End the watcher and give SIGTERM back to whoever had it."""
+        """End the watcher, say goodbye to the previous rank, and give SIGTERM back to whoever had it."""
         self._watching = False
         self._closed.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * TICK_S + CONNECT_TIMEOUT_S)  # it may be using the sockets
+        if self._listener is not None:
+            self._listener.goodbye()
+            self._listener = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         if threading.current_thread() is not threading.main_thread() or self._pipe is None:
             return
         if signal.getsignal(signal.SIGTERM) == self._on_signal:
@@ -343,7 +448,13 @@ class FailFast:
             os.kill(os.getpid(), signum)
 
     def _forget_in_child(self) -> None:
-        """A forked data-loader worker must not write into our wakeup pipe nor act on our behalf."""
+        """A forked data-loader worker must not write into our wakeup pipe nor act on our behalf, nor hold our
+        end of the ring open once we are killed (the previous rank would not see us go)."""
+        sockets = [self._link] + ([self._listener.socket, *self._listener.accepted] if self._listener else [])
+        for sock in sockets:
+            if sock is not None:
+                sock.close()  # the child's copy only
+        self._link = self._listener = None
         if self._pipe is None or self._closed.is_set():
             return
         try:
@@ -360,8 +471,10 @@ class FailFast:
             if not self._watching:
                 continue
             self._check_launched()
+            self._check_link()
             if self._tick % STORE_EVERY == 0:
                 self._check_world()
+                self._connect_next()
 
     def _check_signals(self) -> None:
         received = self._pending_signal
@@ -381,6 +494,7 @@ class FailFast:
         launcher that stops the survivors after a rank died is told apart: the dead rank is named instead."""
         if self._watching:
             self._check_launched()
+            self._check_link()
             self._check_world(publish=False)  # a failure reported, a rank gone: that is the message, not our signal
         name = signal_name(signum)
         state = "while scoring the results" if self.progress.phase == DONE else where(self.progress)
@@ -403,6 +517,48 @@ class FailFast:
             how = f" (killed by {signal_name(-code)})" if code < 0 else ""
             state = where(peer) if peer is not None else "before it reported any progress"
             self._fail(f"rank {rank} exited with code {code}{how} {state}; stopping every rank", EXIT_FAILURE)
+
+    def _next_rank(self) -> int:
+        return (self.rank + 1) % dist.get_world_size()
+
+    def _connect_next(self) -> None:
+        """Connect to the next rank's watcher once it published its address (retried a few times)."""
+        if self._link is not None or self._listener is None or self._link_tries >= CONNECT_TRIES:
+            return
+        key = self._address_key(self._next_rank())
+        try:
+            if not self.store.check([key]):
+                return
+            address = self.store.get(key).decode("utf-8")
+        except Exception:  # noqa: BLE001 - the store's trouble is _check_world's to report
+            return
+        try:
+            self._link = connect(address)
+        except OSError:
+            self._link_tries += 1
+
+    def _check_link(self) -> None:
+        """The next rank's process ended: end every rank naming it, unless it ended in order or said why."""
+        if self._listener is not None:
+            self._listener.accept()
+        if self._link is None:
+            return
+        closed = link_closed(self._link)
+        if closed is None:
+            return
+        self._link.close()
+        self._link = None
+        self._link_tries = CONNECT_TRIES  # it is gone: do not connect again
+        if not closed:
+            return
+        rank = self._next_rank()
+        self._check_world(publish=False)  # its own report, or the store's host gone, says more
+        peer = self._fresh_peer(rank)
+        if peer is not None and peer.phase == DONE:
+            return
+        host = f" on {peer.host}" if peer is not None and peer.host else ""
+        state = where(peer) if peer is not None else "before it reported any progress"
+        self._fail(f"rank {rank}{host} is gone (its process ended: killed or exited) {state}; stopping every rank", EXIT_FAILURE)
 
     def _check_world(self, publish: bool = True) -> None:
         try:
@@ -442,13 +598,16 @@ class FailFast:
     def _state_key(self, rank: int) -> str:
         return f"{PREFIX}/rank/{rank}"
 
+    def _address_key(self, rank: int) -> str:
+        return f"{PREFIX}/address/{rank}"
+
     def _state(self) -> str:
         progress = self.progress
         return json.dumps(
             {
                 "tick": self._tick, "phase": progress.phase, "batches": progress.batches, "work": progress.work,
                 "in_batch": progress.in_batch, "age": time.monotonic() - progress.since, "slowest": self.slowest,
-                "pid": self._pid, "namespace": self._namespace,
+                "pid": self._pid, "namespace": self._namespace, "host": self._host,
             }
         )
 

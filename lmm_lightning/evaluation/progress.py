@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch
+from lmm_lightning.parallel import data_parallel, is_leader
 
 
 class WorldProgress:
@@ -75,6 +76,7 @@ class EvalProgressBar(TQDMProgressBar):
         self.bars: dict[str, tqdm] = {}
         self.batches_done = 0
         self.num_batches: float = float("inf")
+        self.counts = True  # this rank's answers count (one rank per tensor-parallel group)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = trainer.datamodule
@@ -82,7 +84,9 @@ class EvalProgressBar(TQDMProgressBar):
             self.progress = None
             return super().on_predict_start(trainer, pl_module)
         todo = Counter(r.task for r in datamodule.requests if r.uid not in datamodule.done_uids)
-        self.progress = WorldProgress({task: todo[task] for task in datamodule.documents}, trainer.world_size)
+        # Ranks of one tensor-parallel group answer the same batches: one of them counts, per data-parallel replica.
+        self.progress = WorldProgress({task: todo[task] for task in datamodule.documents}, data_parallel(trainer)[0])
+        self.counts = is_leader(trainer)
         self.batches_done = 0
         self.num_batches = sum(trainer.num_predict_batches)
         self.bars = {}
@@ -105,7 +109,7 @@ class EvalProgressBar(TQDMProgressBar):
     ) -> None:
         if self.progress is None:
             return super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
-        self.progress.add(batch_counts(batch))
+        self.progress.add(batch_counts(batch) if self.counts else {})
         self.batches_done += 1
         if should_sync(self.batches_done, self.num_batches, self.sync_every):
             self.progress.merge(self._sum_over_ranks(trainer, pl_module))

@@ -8,6 +8,10 @@ number of processes, batch size, limit or offset finds it again.
 A line also names its batch and that batch's size: a batch cut short by a crash is recognised and
 recomputed whole (its requests keep the composition a fresh run gives them). Lines that are not a
 record of this format (torn, garbage, written by something else) are skipped and counted, never fatal.
+
+The output folder may be shared by every rank or local to each node: at setup the ranks agree on the
+union of what they hold (`agree_across_ranks`), and each stored answer is handed to the final gather by
+one rank, the lowest holding it.
 """
 
 import fcntl
@@ -238,20 +242,59 @@ class ResponseStore:
         return scan_lines(lines, self.model)
 
 
-def agree_across_ranks(locked: bool, found: set[int], n_requests: int, device: torch.device) -> tuple[bool, set[int]]:
-    """Whether every rank holds its lock, and the requests every rank found stored.
+@dataclass(frozen=True)
+class Agreement:
+    """What every rank agreed on at setup: the lock, and which rank contributes each stored answer.
 
-    Ranks may see different stores (node-local output folders): a request counts as answered only
-    where every rank, rank 0 included, has its answer, so every rank plans the same batches and
-    rank 0 holds each resumed answer it scores. One collective; nothing to agree on one process.
+    Ranks may see different stores (node-local output folders, a node-local cache): a request is resumed
+    when any rank holds its answer, and the lowest rank holding it hands it to the final gather, so it
+    is counted once. A rank that does not store (or read) answers takes part with nothing and holds none.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return locked, found
-    flags = torch.zeros(n_requests + 1, dtype=torch.int32)
+
+    locked: bool
+    holders: dict[int, int]  # uid -> the rank that contributes its stored answer
+    from_cache: frozenset[int] = frozenset()  # uids whose holder found them only in the shared cache
+
+    def held_by(self, rank: int) -> list[int]:
+        """The uids this rank contributes, in order."""
+        return sorted(uid for uid, holder in self.holders.items() if holder == rank)
+
+
+def holder_flags(locked: bool, stored: set[int], cached: set[int], rank: int, world: int, n_requests: int) -> torch.Tensor:
+    """One rank's side of the agreement, made to be reduced with MIN: [locked, then one value per request].
+
+    A request this rank holds reads 2 x rank (+1 when only in the cache), one it does not 2 x world: the
+    minimum over ranks is the lowest holder, preferring its run store to the cache."""
+    flags = torch.full((n_requests + 1,), 2 * world, dtype=torch.long)
     flags[0] = int(locked)
-    if found:
-        flags[torch.tensor(sorted(found), dtype=torch.long) + 1] = 1
-    flags = flags.to(device)
-    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
-    flags = flags.cpu()
-    return bool(flags[0]), {int(i) for i in torch.nonzero(flags[1:]).flatten().tolist()}
+    for uids, source in ((cached - stored, 1), (stored, 0)):
+        if uids:
+            flags[torch.tensor(sorted(uids), dtype=torch.long) + 1] = 2 * rank + source
+    return flags
+
+
+def read_flags(flags: torch.Tensor, world: int) -> Agreement:
+    """The agreement from the reduced flags."""
+    values = flags[1:]
+    held = torch.nonzero(values < 2 * world).flatten().tolist()
+    codes = values[held].tolist()
+    return Agreement(
+        locked=bool(flags[0]),
+        holders={uid: code // 2 for uid, code in zip(held, codes)},
+        from_cache=frozenset(uid for uid, code in zip(held, codes) if code % 2),
+    )
+
+
+def agree_across_ranks(
+    locked: bool, stored: set[int], cached: set[int], n_requests: int, device: torch.device
+) -> Agreement:
+    """Whether every rank holds its lock, and the union of the answers the ranks hold, each given to one
+    rank (the lowest holding it). One collective; on one process, this process holds all it found."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    flags = holder_flags(locked, stored, cached, rank, world, n_requests)
+    if distributed:
+        flags = flags.to(device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+        flags = flags.cpu()
+    return read_flags(flags, world)

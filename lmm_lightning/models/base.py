@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
+from lmm_lightning.models.precision import module_precision, precision_identity
 from lmm_lightning.requests import Request, RequestType, Response
 
 
@@ -88,20 +89,42 @@ class EvalModule(LightningModule):
         raise NotImplementedError(f"{type(self).__name__} cannot measure requests; give data.batch_size as a number")
 
     def find_max_batch_size(self, request: Request, limit: int) -> int:
-        """The largest power-of-two batch (at most `limit`) of the longest request that fits in memory."""
+        """The largest power-of-two batch (at most `limit`) of the longest request that fits in memory on
+        every rank. The ranks agree after each probe (`fits_everywhere`), so one that runs out of memory
+        stops every rank's search at the same size, and all of them probe as many times."""
         seq_len = self.sequence_length(request)
         best, size = 0, 1
-        while size <= limit:
-            try:
-                self.probe(size, seq_len)
-            except torch.OutOfMemoryError:
-                break
+        while size <= limit and self.fits_everywhere(size, seq_len):
             best, size = size, size * 2
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if best == 0:
             raise InputError(f"{type(self).__name__}: even a batch of 1 request of {seq_len} tokens runs out of memory")
         return best
+
+    def fits_everywhere(self, batch_size: int, seq_len: int) -> bool:
+        """Whether a probe of `batch_size` sequences ran out of memory on no rank (one all-reduce)."""
+        try:
+            self.through_strategy("probe", batch_size, seq_len)
+            fits = 1
+        except torch.OutOfMemoryError:
+            fits = 0
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return bool(fits)
+        agreed = torch.tensor(fits, device=self._trainer.strategy.root_device if self._trainer else self.device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+        return bool(agreed.item())
+
+    def through_strategy(self, method: str, *args: Any) -> Any:
+        """`self.<method>(*args)` run through the strategy's wrapper of this module where it has one (FSDP),
+        as Lightning runs `predict_step`: the root's shards are gathered only inside the wrapper's forward."""
+        trainer = self._trainer
+        wrapper = trainer.strategy.model if trainer is not None else None
+        if wrapper is None or wrapper is self:
+            return getattr(self, method)(*args)
+        return trainer.strategy._forward_redirection(wrapper, self, method, *args)
 
     def set_model(self, model: torch.nn.Module, placed: bool = False) -> None:
         """Hold the loaded model. A model `placed` by `device_map` is kept out of the module tree, so the
@@ -112,15 +135,23 @@ class EvalModule(LightningModule):
         else:
             self.model = model
 
-    def release(self) -> None:
+    def release(self) -> int:
         """Free the model's memory once inference is over, so post-processing (a judge model) has room.
-        The next `configure_model` loads it again."""
+        The next `configure_model` loads it again. Under FSDP the strategy's wrapper holds the shards, so
+        they are freed there too, and rank 0 says how much; returns the bytes of shards this rank freed."""
+        from lmm_lightning.models.sharding import release_shards
+
+        trainer = self._trainer
+        freed = release_shards(trainer.strategy.model) if trainer is not None else 0
+        if freed and trainer.is_global_zero:
+            print(f"released the model: {freed / 2**20:.1f} MiB of sharded parameters freed on rank 0", flush=True)
         for name in ("model", "processor", "tokenizer"):
             if getattr(self, name, None) is not None:
                 setattr(self, name, None)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        return freed
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Requests are text; each model moves its own tensors."""
@@ -129,8 +160,10 @@ class EvalModule(LightningModule):
     def identity(self) -> dict[str, Any]:
         """What identifies this model in the response store: its class and hyperparameters. Models
         loaded from files add a fingerprint of them (`folder_fingerprint`), so new weights under the
-        same path are never served the old answers."""
-        return {"class": type(self).__name__, **{k: v for k, v in self.hparams.items()}}
+        same path are never served the old answers. A trainer precision other than "32-true" adds itself
+        and the dtype it computes in (`precision_identity`), so a bf16-mixed rerun recomputes fp32 answers."""
+        identity = {"class": type(self).__name__, **{k: v for k, v in self.hparams.items()}}
+        return {**identity, **precision_identity(*module_precision(self))}
 
 
 _SAMPLE_BYTES = 1 << 16

@@ -9,12 +9,14 @@ from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
 from lmm_lightning.models.loading import (
-    check_device_map, check_pretrained, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
+    attention_identity, check_device_map, check_pretrained, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
 )
 from lmm_lightning.models.loglikelihood import (
     Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
     score_rolling, split_context,
 )
+from lmm_lightning.models.sharded_loading import load_pretrained
+from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
 
 
@@ -116,12 +118,15 @@ class HFCausalLM(EvalModule):
         path, kwargs = pretrained_options(self.hparams, self.source)
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(path, self.hparams.trust_remote_code)
-        model = with_adapter(AutoModelForCausalLM.from_pretrained(path, **kwargs), self.adapter)
+        model = with_adapter(load_pretrained(self._trainer, AutoModelForCausalLM, path, kwargs, self.adapter), self.adapter)
+        model = parallelize_for(self._trainer, model)  # tensor parallel: split by the model's own plan
         self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:
-        """Hyperparameters and the files evaluated (folder, hub commit, adapter): other weights, other identity."""
-        return {**super().identity(), "source": source_identity(self.source, self.adapter)}
+        """Hyperparameters, precision and the files evaluated (folder, hub commit, adapter): other weights, other
+        identity. SDPA standing in for a flash attention kernel this machine cannot run is named too."""
+        source = source_identity(self.source, self.adapter)
+        return {**super().identity(), "source": source, **attention_identity(self.hparams.attn_implementation)}
 
     @property
     def max_length(self) -> int:
@@ -169,7 +174,9 @@ class HFCausalLM(EvalModule):
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
         encoded, pad = self._encode(requests), self.tokenizer.pad_token_id
         mode = reuse_mode(self.hparams.reuse_context, attention_implementation(self.model))
-        score = {"packed": score_packed, "cache": score_cached, "none": score_full}[mode]
+        if mode == "cache":  # one forward or two, by the batch: two on every rank under FSDP
+            return as_responses(requests, score_cached(self.model, encoded, pad, self.device, self.synced_generation))
+        score = {"packed": score_packed, "none": score_full}[mode]
         return as_responses(requests, score(self.model, encoded, pad, self.device))
 
     @torch.no_grad()

@@ -12,10 +12,12 @@ from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
 from lmm_lightning.models.loading import (
-    check_device_map, check_pretrained, fill_pad_token, pretrained_options, resolve_adapter, source_identity, torch_dtype,
+    attention_identity, check_device_map, check_pretrained, fill_pad_token, pretrained_options, resolve_adapter, source_identity, torch_dtype,
     with_adapter,
 )
 from lmm_lightning.models.loglikelihood import Scored, as_responses, score_continuation, score_shared_contexts, split_context
+from lmm_lightning.models.sharded_loading import load_pretrained
+from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import Request, RequestType, Response
 
 Row = dict[str, torch.Tensor]
@@ -94,12 +96,15 @@ class HFVisionLM(EvalModule):
         if not hasattr(self.processor, "tokenizer"):
             raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
         fill_pad_token(self.tokenizer)
-        model = with_adapter(AutoModelForImageTextToText.from_pretrained(path, **options), self.adapter)
+        model = with_adapter(load_pretrained(self._trainer, AutoModelForImageTextToText, path, options, self.adapter), self.adapter)
+        model = parallelize_for(self._trainer, model)  # tensor parallel: split by the model's own plan
         self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:
-        """Hyperparameters and the files evaluated (folder, hub commit, adapter): other weights, other identity."""
-        return {**super().identity(), "source": source_identity(self.source, self.adapter)}
+        """Hyperparameters, precision and the files evaluated (folder, hub commit, adapter): other weights, other
+        identity. SDPA standing in for a flash attention kernel this machine cannot run is named too."""
+        source = source_identity(self.source, self.adapter)
+        return {**super().identity(), "source": source, **attention_identity(self.hparams.attn_implementation)}
 
     @property
     def tokenizer(self) -> Any:
@@ -205,11 +210,19 @@ class HFVisionLM(EvalModule):
         visuals = visuals or [[] for _ in requests]
         encoded = self._encode(requests, visuals)
         scored = None
-        if self.hparams.reuse_context and self.model.config.model_type not in SEPARATE_CONTEXT_MODELS:
+        shared = self.hparams.reuse_context and self.model.config.model_type not in SEPARATE_CONTEXT_MODELS
+        if shared:
             scored = self._score_shared_contexts(requests, encoded)
         if scored is None:
             scored = self._score_full(encoded, visuals)
+            if shared and self.synced_generation:
+                self._stand_in_forward()  # the other ranks may be sharing contexts: two forwards there
         return as_responses(requests, scored)
+
+    def _stand_in_forward(self) -> None:
+        """A one-token forward whose output is dropped: under FSDP each rank must run as many forwards as
+        the others, and sharing contexts takes two where scoring each request alone takes one."""
+        self.model(input_ids=torch.full((1, 1), self.tokenizer.pad_token_id, device=self.device), use_cache=False)
 
     def _encode(self, requests: list[Request], visuals: list[list[Any]]) -> list[tuple[Row, int]]:
         """Each request's prompt+continuation encoding and the length of its prompt in tokens. The choices
@@ -242,7 +255,9 @@ class HFVisionLM(EvalModule):
             group_of.append(contexts[key])
             continuations.append(whole["input_ids"][0, n_prompt:].tolist())
         context_inputs = self.to_model(self.collate(context_rows, "left"))
-        return score_shared_contexts(self.model, context_inputs, group_of, continuations, self.tokenizer.pad_token_id)
+        return score_shared_contexts(
+            self.model, context_inputs, group_of, continuations, self.tokenizer.pad_token_id, two_forwards=self.synced_generation
+        )
 
     def _score_full(self, encoded: list[tuple[Row, int]], visuals: list[list[Any]]) -> Scored:
         """One right-padded forward over every request's prompt+continuation (less its last token)."""

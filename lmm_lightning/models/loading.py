@@ -2,6 +2,7 @@
 folder, an offline asset, or a Hugging Face hub id resolved through the hub cache), the `from_pretrained`
 options, an optional PEFT adapter, and every check that is cheap enough to run before any weights load."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -11,26 +12,15 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
 from lmm_lightning.assets import KNOWN_ASSETS, resolve_pretrained
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import folder_fingerprint
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype of the `model.dtype` option.
-
-    >>> torch_dtype("bfloat16")
-    torch.bfloat16
-    """
-    if name not in DTYPES:
-        raise InputError(f"model.dtype: expected one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
-
+from lmm_lightning.models.precision import DTYPES, load_dtype, torch_dtype  # noqa: F401 - DTYPES, torch_dtype: imported from here
 
 # A hub id: `name` or `org/name` (letters, digits, `-`, `_`, `.`); anything else is only ever a local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -120,10 +110,13 @@ def check_device_map(device_map: Union[str, dict, None], world_size: int) -> Non
 def pretrained_options(hparams: Any, source: Optional[ModelSource] = None) -> tuple[str, dict[str, Any]]:
     """The local model folder and the `from_pretrained` options of a model's hyperparameters.
 
+    The weights load in `model.dtype`, or in the dtype of a "true" `trainer.precision` (`load_dtype`). A flash
+    attention kernel that cannot run here loads as SDPA (`attention_to_load`).
     `dtype=` is the argument's name since transformers 4.56 (the oldest we support); before, it was `torch_dtype`."""
-    options: dict[str, Any] = {"dtype": torch_dtype(hparams.dtype), "trust_remote_code": hparams.trust_remote_code}
-    if hparams.attn_implementation:
-        options["attn_implementation"] = hparams.attn_implementation
+    options: dict[str, Any] = {"dtype": load_dtype(torch_dtype(hparams.dtype)), "trust_remote_code": hparams.trust_remote_code}
+    attention = attention_to_load(hparams.attn_implementation)
+    if attention:
+        options["attn_implementation"] = attention
     if getattr(hparams, "device_map", None) is not None:
         options["device_map"] = hparams.device_map
     if source is None:
@@ -137,6 +130,7 @@ def check_pretrained(hparams: Any) -> ModelSource:
     if hparams.max_length is not None and (isinstance(hparams.max_length, bool) or not isinstance(hparams.max_length, int) or hparams.max_length < 1):
         raise InputError(f"model.max_length: expected a positive number of tokens, got {hparams.max_length!r}")
     check_attention(hparams.attn_implementation)
+    attention_to_load(hparams.attn_implementation)  # its warning, once, before anything loads
     source = resolve_source(hparams.pretrained, getattr(hparams, "revision", None))
     check_model_folder(source.path, hparams.trust_remote_code)
     return source
@@ -149,6 +143,35 @@ def check_attention(attn_implementation: Optional[str]) -> None:
     known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
     if attn_implementation not in known:
         raise InputError(f"model.attn_implementation: unknown attention {attn_implementation!r}; expected one of {known}")
+
+
+# Flash attention kernels: the package each needs (with a GPU), and transformers' check that both are there.
+FLASH_ATTENTION = {
+    "flash_attention_2": ("flash_attn", is_flash_attn_2_available),
+    "flash_attention_3": ("flash_attn_interface", is_flash_attn_3_available),
+}
+
+
+@functools.lru_cache(maxsize=None)  # one warning per process, however many times the model loads
+def attention_to_load(attn_implementation: Optional[str]) -> Optional[str]:
+    """The attention kernel to load: the one asked for, or "sdpa" in place of a flash attention kernel
+    that cannot run on this machine (transformers would raise an ImportError, or try to download a kernel).
+    The scores then are SDPA's, and `reuse_context: true` packs choices as it does for SDPA."""
+    if attn_implementation not in FLASH_ATTENTION:
+        return attn_implementation
+    package, available = FLASH_ATTENTION[attn_implementation]
+    if available():
+        return attn_implementation
+    why = f"the {package} package is not installed" if importlib.util.find_spec(package) is None else "no CUDA GPU is available"
+    rank_zero_warn(f"model.attn_implementation: {attn_implementation!r} cannot run here ({why}); using 'sdpa' instead")
+    return "sdpa"
+
+
+def attention_identity(attn_implementation: Optional[str]) -> dict[str, Any]:
+    """What a model's identity gains when another attention kernel stands in for the one asked for (its
+    answers differ in the last digits): nothing when the kernel runs as asked."""
+    used = attention_to_load(attn_implementation)
+    return {} if used == attn_implementation else {"attn_implementation_used": used}
 
 
 def check_model_folder(path: str, trust_remote_code: bool) -> None:

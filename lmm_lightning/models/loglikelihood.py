@@ -115,22 +115,31 @@ def pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 # --- each context once, its keys/values cached for all its continuations ----------------------------
-def score_cached(model: torch.nn.Module, encoded: Encoded, pad: int, device: torch.device) -> Scored:
+def score_cached(model: torch.nn.Module, encoded: Encoded, pad: int, device: torch.device, two_forwards: bool = False) -> Scored:
     """Each distinct context runs once (left-padded); its cached keys/values serve all its continuations."""
     groups: dict[tuple[int, ...], int] = {}
     group_of = [groups.setdefault(tuple(context), len(groups)) for context, _ in encoded]
     context_ids, context_mask = pad_left([list(context) for context in groups], pad)
     context_inputs = {"input_ids": context_ids.to(device), "attention_mask": context_mask.to(device)}
-    return score_shared_contexts(model, context_inputs, group_of, [continuation for _, continuation in encoded], pad)
+    return score_shared_contexts(model, context_inputs, group_of, [continuation for _, continuation in encoded], pad, two_forwards)
 
 
 def score_shared_contexts(
-    model: torch.nn.Module, context_inputs: dict[str, torch.Tensor], group_of: list[int], continuations: list[list[int]], pad: int
+    model: torch.nn.Module,
+    context_inputs: dict[str, torch.Tensor],
+    group_of: list[int],
+    continuations: list[list[int]],
+    pad: int,
+    two_forwards: bool = False,
 ) -> Scored:
     """Score continuations that share contexts: one forward over the distinct contexts (left-padded
     `context_inputs`, images included for vision models), then one over all continuations on top of the
     contexts' cached keys/values. `group_of[i]` is the context row of continuation i. A 4-choice question
-    costs one context forward, not four."""
+    costs one context forward, not four.
+
+    The second forward is needed only when some continuation has more than one token. `two_forwards` runs
+    it always (on a one-token stand-in, its logits unused), so the count of forwards does not depend on
+    the batch: under FSDP every rank must run as many forwards as the others (`EvalModule.synced_generation`)."""
     mask = context_inputs["attention_mask"]
     device = mask.device
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -138,6 +147,8 @@ def score_shared_contexts(
     out = model(**context_inputs, position_ids=positions, use_cache=True, **keep)
     last_logits = out.logits[:, -1]  # predicts each continuation's first token
     width = max(len(c) for c in continuations)
+    if two_forwards:
+        width = max(width, 2)  # one padding column: the stand-in
     rest_logits = None
     if width > 1:
         index = torch.tensor(group_of, device=device)

@@ -96,9 +96,18 @@ def test_a_class_path_is_taken_as_it_is_and_cuda_n_is_one_device():
     assert pairs["--trainer.accelerator"] == "gpu" and pairs["--trainer.devices"] == "[1]"
 
 
+def test_vllm_parallel_sizes_become_a_data_x_tensor_mesh():
+    args = lightning_args(["--model_args", "pretrained=x,tensor_parallel_size=2,data_parallel_size=3", "--tasks", "mme"])
+    pairs = dict(zip(args[1::2], args[2::2]))
+    assert pairs["--trainer.strategy"] == "lightning.pytorch.strategies.ModelParallelStrategy"
+    assert (pairs["--trainer.strategy.data_parallel_size"], pairs["--trainer.strategy.tensor_parallel_size"]) == ("3", "2")
+    assert pairs["--trainer.devices"] == "6" and "--model.init_args.tensor_parallel_size" not in pairs
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
+        (["--model_args", "pretrained=x,tensor_parallel_size=0"], "--model_args: tensor_parallel_size expected a positive integer, got 0"),
         (["--model_args", "pretrained=x,bogus=1"], "--model_args: unknown key 'bogus' for HFCausalLM; known keys: pretrained, dtype"),
         (["--model", "nope"], "--model: unknown model 'nope'"),
         (["--batch_size", "big"], "--batch_size: expected a positive integer, 'auto' or 'auto:N'"),

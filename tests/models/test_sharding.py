@@ -9,7 +9,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from lmm_lightning.cli import strategy_with_timeout
 from lmm_lightning.data.sampler import plan_rank
 from lmm_lightning.models import EvalModule, HFCausalLM
-from lmm_lightning.models.sharding import NoSplitModulesPolicy, shard_plan
+from lmm_lightning.models.sharding import NoSplitModulesPolicy, no_split_module_names, release_shards, shard_plan
 
 from tests.data.test_sampler import make_requests
 
@@ -28,8 +28,18 @@ def test_sharding_plan_of_a_vision_language_model(tmp_path):
     folder = build_tiny_llava(tmp_path / "llava")
     model = AutoModelForImageTextToText.from_pretrained(folder)
     plan = shard_plan(model, NoSplitModulesPolicy())
-    assert any("language_model.layers.0" in name for name in plan)
-    assert any("vision_tower" in name for name in plan)  # the vision blocks are their own shard units
+    assert plan == ["model.language_model.layers.0", "model.language_model.layers.1"]
+    # The vision tower runs only for batches with images: its blocks stay in the root unit, gathered on every
+    # forward of every rank, never by some ranks only.
+    assert "CLIPEncoderLayer" in no_split_module_names(model)
+
+
+def test_sharding_plan_of_qwen2_vl_leaves_its_vision_blocks_in_the_root(tmp_path):
+    from tests.fixtures.vision import build_tiny_qwen2_vl
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(build_tiny_qwen2_vl(tmp_path / "qwen2vl"))
+    assert shard_plan(model, NoSplitModulesPolicy()) == ["model.language_model.layers.0", "model.language_model.layers.1"]
 
 
 def test_cli_fsdp_strategy_uses_the_policy_and_the_long_timeout():
@@ -83,3 +93,22 @@ def test_sharded_ranks_agree_on_the_largest_forward_count():
     plain = EvalModule()
     plain._trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2)
     assert plain.synced_count(3) == 3  # ranks that run alone keep their own count
+
+
+def test_release_frees_nothing_without_fsdp(tiny_model):
+    model = HFCausalLM(pretrained=str(tiny_model))
+    model.configure_model()
+    assert release_shards(model) == 0 and model.release() == 0
+    assert model.model is None
+
+
+def test_cpu_fsdp_strategy_is_accepted_with_the_cpu_accelerator():
+    """Lightning refuses FSDPStrategy itself with accelerator="cpu"; the CPU variant runs under gloo."""
+    from lightning.pytorch import Trainer
+
+    from lmm_lightning.models.sharding import CPUFSDPStrategy
+
+    with pytest.raises(ValueError, match="requires a GPU accelerator"):
+        Trainer(accelerator="cpu", devices=1, strategy=FSDPStrategy(), logger=False)
+    trainer = Trainer(accelerator="cpu", devices=1, strategy=CPUFSDPStrategy(), logger=False)
+    assert isinstance(trainer.strategy, FSDPStrategy) and trainer.strategy.root_device.type == "cpu"
