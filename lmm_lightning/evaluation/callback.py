@@ -29,6 +29,7 @@ from lmm_lightning.evaluation.store import (
     Agreement, ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
 )
 from lmm_lightning.models.base import EvalModule
+from lmm_lightning.parallel import is_leader
 from lmm_lightning.requests import Response
 
 
@@ -246,6 +247,8 @@ class EvaluationCallback(Callback):
         stored = scan.reusable(datamodule.requests, self.keys)
         cached = self.cached(datamodule, trainer.global_rank, model)
         found = {**cached, **stored}
+        if not is_leader(trainer):  # a tensor-parallel rank that does not store hands in nothing either
+            stored, cached = {}, {}
         agreed = agree_across_ranks(holder is None, set(stored), set(cached), len(self.keys), trainer.strategy.root_device)
         if not agreed.locked:
             self.store.close()
@@ -326,11 +329,14 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: list[Response], batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = None
-        finished = [(self.keys[r.uid], r) for r, padding in zip(outputs, batch.padding) if not padding]
+        # The ranks of a tensor-parallel group all answer the same batch: one of them (the leader) stores and hands
+        # it in, the others hand in nothing, so the gather holds each answer once.
+        outputs, padding = (outputs, list(batch.padding)) if is_leader(trainer) else ([], [])
+        finished = [(self.keys[r.uid], r) for r, pad in zip(outputs, padding) if not pad]
         self.store.append(finished)
         if self.cache is not None:
             self.cache.append(finished)
-        self.collector.update(outputs, batch.padding)
+        self.collector.update(outputs, padding)
         self.failfast.batch_done()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

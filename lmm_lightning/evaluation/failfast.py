@@ -549,9 +549,9 @@ class FailFast:
         self._link.close()
         self._link = None
         self._link_tries = CONNECT_TRIES  # it is gone: do not connect again
-        if not closed:
-            return
         rank = self._next_rank()
+        if not closed or 0 < rank - self.rank <= len(self.launched):
+            return  # ended in order; or a rank this process launched, whose exit code _check_launched gives
         self._check_world(publish=False)  # its own report, or the store's host gone, says more
         peer = self._fresh_peer(rank)
         if peer is not None and peer.phase == DONE:

@@ -69,7 +69,7 @@ def test_tensor_parallel_gives_the_samples_and_metrics_of_one_process(tmp_path, 
     # One replica per tensor-parallel group stores: the store holds each request once.
     stored = [json.loads(line) for path in (out / "store").glob("responses-rank*.jsonl") for line in path.read_text().splitlines()]
     keys = [record["key"] for record in stored if "key" in record]
-    assert len(keys) == len(set(keys)) == sum(want["n-samples"][t]["effective"] for t in want["n-samples"])
+    assert len(keys) == len(set(keys)) == sum(counts["requests_expected"] for counts in want["integrity"].values())
 
 
 def test_tensor_parallel_resumes_from_its_store(tmp_path, single):
