@@ -65,7 +65,10 @@ def reuse_mode(reuse_context: Union[bool, str], attention: Optional[str] = None)
 
 
 def score_continuation(logits: torch.Tensor, continuation: list[int]) -> tuple[float, bool]:
-    """Sum of log-probs of the continuation tokens, and whether each is the argmax (from their logits rows)."""
+    """Sum of log-probs of the continuation tokens, and whether each is the argmax (from their logits rows).
+
+    The log-softmax and the sum run in float32 whatever the model's dtype; the logits themselves are float32
+    from the head (`precision.float32_head`), so a 16-bit model's scores are not rounded to 16 bits first."""
     logprobs = F.log_softmax(logits.float(), dim=-1)
     target = torch.tensor(continuation, dtype=torch.long, device=logprobs.device)
     logprob = logprobs.gather(-1, target[:, None]).sum().item()

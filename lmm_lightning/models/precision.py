@@ -13,7 +13,9 @@ Lightning's precision plugin decides, and `model.dtype` follows it:
   float16 or bfloat16.
 
 In every case the language-model head computes float32 logits from the hidden states (`float32_head`),
-so the log-softmax of a continuation never sees logits rounded to 8 bits of mantissa.
+so the log-softmax of a continuation never sees logits rounded to 8 (bfloat16) or 11 (float16) bits of
+mantissa. What is left between two ways of scoring the same request (packed, cached, one sequence each)
+is the rounding of the 16-bit layers below the head.
 """
 
 import types
@@ -46,7 +48,9 @@ DEFAULT_PRECISION = "32-true"
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """>>> dtype_name(torch.bfloat16)
+    """A dtype as the `model.dtype` option and results.json spell it.
+
+    >>> dtype_name(torch.bfloat16)
     'bfloat16'
     """
     return str(dtype).removeprefix("torch.")
@@ -103,6 +107,11 @@ def module_precision(module: Any) -> tuple[str, Optional[torch.dtype]]:
     precision = trainer.precision if trainer is not None else DEFAULT_PRECISION
     dtype = getattr(module, "hparams", {}).get("dtype")
     return precision, DTYPES.get(dtype) if isinstance(dtype, str) else None
+
+
+def module_numerics(module: Any) -> dict[str, Any]:
+    """`numerics` of a LightningModule under its trainer, for results.json."""
+    return numerics(*module_precision(module))
 
 
 def load_dtype(dtype: torch.dtype) -> torch.dtype:
