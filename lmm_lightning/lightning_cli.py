@@ -33,7 +33,7 @@ from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation import EvaluationCallback
 from lmm_lightning.evaluation.progress import EvalProgressBar
 from lmm_lightning.models import EvalModule
-from lmm_lightning.models.sharding import NoSplitModulesPolicy
+from lmm_lightning.models.sharding import CPUFSDPStrategy, NoSplitModulesPolicy
 
 DEFAULT_TIMEOUT_S = 60_000
 TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -109,7 +109,7 @@ def built_strategy(cls: type, params: dict[str, Any], timeout: timedelta) -> Str
     return cls(**params, timeout=timeout)
 
 
-def named_strategy(name: str, timeout: timedelta) -> Any:
+def named_strategy(name: str, timeout: timedelta, on_cpu: bool = False) -> Any:
     """A registered name built as Lightning's registry builds it (its own start method, find_unused_parameters,
     cpu_offload, ...) plus our timeout; a name whose strategy makes no process group stays a name."""
     if name == MODEL_PARALLEL:
@@ -124,6 +124,8 @@ def named_strategy(name: str, timeout: timedelta) -> Any:
         return name
     if params.get("start_method") == "fork" and "fork" not in torch.multiprocessing.get_all_start_methods():
         return name  # Lightning's own message says to use ddp_spawn here
+    if on_cpu and cls is FSDPStrategy and not params.get("cpu_offload"):
+        cls = CPUFSDPStrategy  # FSDP over gloo on CPU processes, which Lightning's FSDPStrategy refuses
     return built_strategy(cls, params, timeout)
 
 
@@ -151,7 +153,8 @@ def strategy_with_timeout(strategy: Any, timeout_s: int, *, accelerator: Any = "
         if strategy == "auto":
             return strategy
     if isinstance(strategy, str):
-        return named_strategy(strategy, timeout)
+        on_cpu = chosen_accelerator(accelerator) is AcceleratorRegistry["cpu"]["accelerator"]
+        return named_strategy(strategy, timeout, on_cpu)
     if isinstance(strategy, Strategy):
         return instance_with_timeout(strategy, timeout)
     return strategy

@@ -135,7 +135,7 @@ def test_fsdp_by_class_path_without_a_policy_shards_per_block_and_keeps_its_time
 def test_fsdp_names_keep_their_arguments_and_our_policy(name):
     """Lightning refuses the FSDP names on a CPU accelerator, so these are checked on the strategy built."""
     built, plain = strategy_with_timeout(name, 4321), StrategyRegistry.get(name)
-    assert type(built) is FSDPStrategy and built._timeout == OURS
+    assert isinstance(built, FSDPStrategy) and built._timeout == OURS
     assert isinstance(built.kwargs["auto_wrap_policy"], NoSplitModulesPolicy)
     assert built.cpu_offload == plain.cpu_offload and built.sharding_strategy == plain.sharding_strategy
 
@@ -197,3 +197,12 @@ def test_a_2_process_ddp_spawn_run_uses_the_timeout(tmp_path, tiny_model, tiny_t
     records = [json.loads((tmp_path / f"timeout-rank{r}.json").read_text()) for r in range(2)]
     assert all(r["strategy"] == r["store"] == r["gloo"] == 77 and r["start_method"] == "spawn" for r in records), records
     assert records[0]["pid"] != records[1]["pid"] and (tmp_path / "out" / "results.json").exists()
+
+
+def test_fsdp_by_name_on_cpu_is_the_gloo_fsdp_strategy():
+    """`--trainer.strategy fsdp --trainer.accelerator cpu` runs (Lightning's FSDPStrategy refuses CPU processes)."""
+    from lmm_lightning.lightning_cli import strategy_with_timeout
+    from lmm_lightning.models.sharding import CPUFSDPStrategy
+
+    strategy = strategy_with_timeout("fsdp", 123, accelerator="cpu")
+    assert type(strategy) is CPUFSDPStrategy and strategy._timeout.total_seconds() == 123

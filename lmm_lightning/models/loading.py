@@ -169,7 +169,11 @@ def attention_to_load(attn_implementation: Optional[str]) -> Optional[str]:
 
 def attention_identity(attn_implementation: Optional[str]) -> dict[str, Any]:
     """What a model's identity gains when another attention kernel stands in for the one asked for (its
-    answers differ in the last digits): nothing when the kernel runs as asked."""
+    answers differ in the last digits): nothing when the kernel runs as asked.
+
+    >>> attention_identity("sdpa"), attention_identity(None)
+    ({}, {})
+    """
     used = attention_to_load(attn_implementation)
     return {} if used == attn_implementation else {"attn_implementation_used": used}
 

@@ -1,5 +1,5 @@
 """examples/ray_train.py: 2 Ray Train workers on CPU (RayDDPStrategy, RayLightningEnvironment) give one process's
-samples and scores. Runs where `ray[train]` is installed (it is not a test dependency)."""
+samples and scores. `ray[train]` is in the test extra."""
 
 import json
 import os
@@ -7,11 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("ray.train.lightning")
-
-from tests.integration.test_end_to_end import cli, run, write_config  # noqa: E402
+from tests.integration.test_end_to_end import cli, run, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
