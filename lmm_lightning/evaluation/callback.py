@@ -29,6 +29,7 @@ from lmm_lightning.evaluation.store import (
     Agreement, ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
 )
 from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.precision import module_numerics
 from lmm_lightning.parallel import is_leader
 from lmm_lightning.requests import Response
 
@@ -110,7 +111,7 @@ def model_source(pl_module: LightningModule) -> Optional[dict[str, Any]]:
     if isinstance(source.get("peft"), dict):
         peft = source["peft"]
         out["peft"] = {"path": peft.get("path"), "commit": peft.get("commit"), "files_digest": config_digest(peft.get("files"))}
-    return out
+    return {**out, **module_numerics(pl_module)}  # precision, compute_dtype, logprob_dtype
 
 
 def prompt_function(pl_module: LightningModule, requests: list[Request], documents: dict[str, Any]) -> Callable[[str], str]:

@@ -15,6 +15,7 @@ from lmm_lightning.models.loglikelihood import (
     Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
     score_rolling, split_context,
 )
+from lmm_lightning.models.precision import float32_head
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
@@ -120,6 +121,7 @@ class HFCausalLM(EvalModule):
             self.tokenizer = load_tokenizer(path, self.hparams.trust_remote_code)
         model = with_adapter(load_pretrained(self._trainer, AutoModelForCausalLM, path, kwargs, self.adapter), self.adapter)
         model = parallelize_for(self._trainer, model)  # tensor parallel: split by the model's own plan
+        model = float32_head(model)  # float32 logits whatever the model's dtype
         self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:

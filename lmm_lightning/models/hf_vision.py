@@ -16,6 +16,7 @@ from lmm_lightning.models.loading import (
     with_adapter,
 )
 from lmm_lightning.models.loglikelihood import Scored, as_responses, score_continuation, score_shared_contexts, split_context
+from lmm_lightning.models.precision import float32_head
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import Request, RequestType, Response
@@ -98,6 +99,7 @@ class HFVisionLM(EvalModule):
         fill_pad_token(self.tokenizer)
         model = with_adapter(load_pretrained(self._trainer, AutoModelForImageTextToText, path, options, self.adapter), self.adapter)
         model = parallelize_for(self._trainer, model)  # tensor parallel: split by the model's own plan
+        model = float32_head(model)  # float32 logits whatever the model's dtype
         self.set_model(model.eval(), placed=self.hparams.device_map is not None)
 
     def identity(self) -> dict[str, Any]:
