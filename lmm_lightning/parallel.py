@@ -26,7 +26,8 @@ def data_parallel(trainer: Any) -> tuple[int, int]:
     if trainer is None:
         return 1, 0
     kwargs = getattr(trainer, "distributed_sampler_kwargs", None) or {}
-    return int(kwargs.get("num_replicas", trainer.world_size)), int(kwargs.get("rank", trainer.global_rank))
+    world, rank = getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)
+    return int(kwargs.get("num_replicas", world)), int(kwargs.get("rank", rank))
 
 
 def is_leader(trainer: Any) -> bool:
