@@ -22,6 +22,7 @@ from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 
 HF_CAUSAL = "lmm_lightning.models.HFCausalLM"
 HF_VISION = "lmm_lightning.models.HFVisionLM"
+OPENAI = "lmm_lightning.models.OpenAIModel"
 # `--model NAME` (lm-eval's and lmms-eval's names) -> our class; a dotted name is a class path as it is.
 MODELS: dict[str, str] = {
     "hf": HF_CAUSAL,
@@ -37,7 +38,15 @@ MODELS: dict[str, str] = {
     "qwen2_5_vl": HF_VISION,
     "qwen_vl": HF_VISION,
     "idefics2": HF_VISION,
+    "openai": OPENAI,  # any OpenAI-compatible server: vLLM, SGLang, TGI, a commercial API
+    "openai-chat-completions": OPENAI,
+    "local-chat-completions": OPENAI,
+    "openai_compatible": OPENAI,
+    "openai-completions": OPENAI,
+    "local-completions": OPENAI,
 }
+# lm-eval's completions models send the prompt as text (`chat=False`); its chat ones and ours, as chat turns.
+COMPLETIONS_MODELS = ("openai-completions", "local-completions")
 # LightningCLI option sections that pass through untouched (`--trainer.precision bf16-true`, ...).
 PASS_THROUGH = ("--model.", "--data.", "--trainer.", "--evaluation.", "--seed_everything", "--process_group_timeout")
 SEED_SLOTS = ("python", "numpy", "torch", "fewshot")
@@ -222,6 +231,8 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
     options.parallel = parallel_sizes(model_args)
     if options.trust_remote_code:
         model_args.setdefault("trust_remote_code", True)
+    if options.model in COMPLETIONS_MODELS:
+        model_args.setdefault("chat", False)
     check_model_args(class_path, model_args)
     run.set("--model", class_path)
     if class_path == HF_VISION and options.model not in (None, "vlm", "hf-multimodal", "hf_vlm"):

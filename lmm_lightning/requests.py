@@ -67,15 +67,27 @@ class Request:
         return len(self.context) + len(self.continuation)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What answering one request cost a served model: tokens billed, seconds waited, attempts repeated."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0  # from the first attempt sent to the answer read, retries and back-off included
+    retries: int = 0  # attempts after the first (HTTP 429/5xx, timeouts, unreadable answers)
+
+
 @dataclass
 class Response:
     """A model's answer to one request.
 
     Loglikelihood requests fill `logprob` and `is_greedy`; generation requests fill `text`. A rolling
     request's `logprob` is the sum over its text's windows, `is_greedy` whether every token was the argmax.
+    A served model adds what the answer cost (`usage`); a local one leaves it None.
     """
 
     uid: int
     logprob: Optional[float] = None
     is_greedy: Optional[bool] = None
     text: Optional[str] = None
+    usage: Optional[Usage] = None

@@ -28,7 +28,7 @@ from lmm_lightning.evaluation.failfast import (
 from lmm_lightning.evaluation.store import (
     Agreement, ResponseStore, StoreScan, StoreWarning, agree_across_ranks, config_digest, request_keys,
 )
-from lmm_lightning.models.base import EvalModule
+from lmm_lightning.models.base import EvalModule, check_response
 from lmm_lightning.models.precision import module_numerics
 from lmm_lightning.parallel import is_leader
 from lmm_lightning.requests import Response
@@ -297,7 +297,22 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = batch
+        self.streamed: set[int] = set()
+        if isinstance(pl_module, EvalModule):
+            pl_module.answer_sink = lambda index, response: self.store_answer(trainer, batch, index, response)
         self.failfast.batch_started(describe_batch(batch.requests))
+
+    def store_answer(self, trainer: Trainer, batch: RequestBatch, index: int, response: Response) -> None:
+        """One answer stored as it arrives (a served model's paid request), on its own; the batch's end
+        stores only the rest. Padding is never stored, and a tensor-parallel follower stores nothing."""
+        if batch.padding[index] or not is_leader(trainer) or response.uid in self.streamed:
+            return
+        check_response(trainer.lightning_module, batch.requests[index], response)
+        item = [(self.keys[response.uid], response)]
+        self.store.append(item)
+        if self.cache is not None:
+            self.cache.append(item)
+        self.streamed.add(response.uid)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Name the rank, task, documents and cause, and tell the other ranks to stop.
@@ -330,10 +345,13 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: list[Response], batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = None
+        if isinstance(pl_module, EvalModule):
+            pl_module.answer_sink = None
         # The ranks of a tensor-parallel group all answer the same batch: one of them (the leader) stores and hands
         # it in, the others hand in nothing, so the gather holds each answer once.
         outputs, padding = (outputs, list(batch.padding)) if is_leader(trainer) else ([], [])
-        finished = [(self.keys[r.uid], r) for r, pad in zip(outputs, padding) if not pad]
+        streamed = getattr(self, "streamed", set())
+        finished = [(self.keys[r.uid], r) for r, pad in zip(outputs, padding) if not pad and r.uid not in streamed]
         self.store.append(finished)
         if self.cache is not None:
             self.cache.append(finished)

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torchmetrics import Metric
 
-from lmm_lightning.requests import Response
+from lmm_lightning.requests import Response, Usage
 
 _NAN = float("nan")
 
@@ -41,7 +41,7 @@ class ResponseCollector(Metric):
 
     def __init__(self) -> None:
         super().__init__(sync_on_compute=True, compute_with_cache=False)
-        for name in ("uid", "padding", "resumed", "logprob", "is_greedy", "text_bytes", "text_length"):
+        for name in ("uid", "padding", "resumed", "logprob", "is_greedy", "text_bytes", "text_length", "prompt_tokens", "completion_tokens", "retries", "latency"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, responses: list[Response], padding: list[bool], resumed: bool = False) -> None:
@@ -64,6 +64,13 @@ class ResponseCollector(Metric):
             torch.tensor([-1 if e is None else len(e) for e in encoded], dtype=torch.long, device=device)
         )
         self.text_bytes.append(torch.tensor(list(b"".join(e for e in encoded if e)), dtype=torch.uint8, device=device))
+        # A served model's cost per response (-1 where the model reported none), as flat tensors like the rest.
+        for name in ("prompt_tokens", "completion_tokens", "retries"):
+            values = [-1 if r.usage is None else getattr(r.usage, name) for r in responses]
+            getattr(self, name).append(torch.tensor(values, dtype=torch.long, device=device))
+        self.latency.append(
+            torch.tensor([r.usage.latency_s if r.usage else _NAN for r in responses], dtype=torch.float64, device=device)
+        )
 
     def compute(self) -> Gathered:
         """Every gathered (response, is_padding) pair, and apart from them the resumed answers."""
@@ -75,8 +82,11 @@ class ResponseCollector(Metric):
         greedy = cat(self.is_greedy).tolist()
         lengths = cat(self.text_length).tolist()
         data = bytes(cat(self.text_bytes).cpu().numpy().tobytes())
+        tokens = zip(*(cat(getattr(self, name)).tolist() for name in ("prompt_tokens", "completion_tokens", "retries")))
+        latencies = cat(self.latency).tolist()
         out, stored, position = [], [], 0
-        for uid, pad, from_store, logprob, is_greedy, length in zip(uids, padding, resumed, logprobs, greedy, lengths):
+        rows = zip(uids, padding, resumed, logprobs, greedy, lengths, tokens, latencies)
+        for uid, pad, from_store, logprob, is_greedy, length, (prompt, completion, retries), latency in rows:
             text = None
             if length >= 0:
                 text = data[position : position + length].decode("utf-8")
@@ -86,6 +96,7 @@ class ResponseCollector(Metric):
                 logprob=None if math.isnan(logprob) else logprob,
                 is_greedy=None if is_greedy < 0 else bool(is_greedy),
                 text=text,
+                usage=None if prompt < 0 else Usage(prompt, completion, latency, retries),
             )
             if from_store:
                 stored.append(response)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
 
-from lmm_lightning.requests import Request, Response
+from lmm_lightning.requests import Request, Response, Usage
 
 STORE_DIR = "store"
 _NONE = type(None)
@@ -40,6 +40,10 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "logprob": (float, _NONE),
     "is_greedy": (bool, _NONE),
     "text": (str, _NONE),
+}
+# A served model's answer also records what it cost (`Usage`); a local model's line has no such field.
+USAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "prompt_tokens": (int,), "completion_tokens": (int,), "latency_s": (float, int), "retries": (int,),
 }
 
 
@@ -72,6 +76,14 @@ def request_key(request: Request, task_config: str, model_identity: str) -> str:
     )[:32]
 
 
+def stored_fields(response: Response) -> dict[str, Any]:
+    """A response as one store line holds it: `usage` only where the model reported one."""
+    fields = asdict(response)
+    if fields["usage"] is None:
+        del fields["usage"]
+    return fields
+
+
 def config_digest(value: Any) -> str:
     return _digest(value)[:16]
 
@@ -88,13 +100,27 @@ def parse_line(line: bytes) -> Optional[dict[str, Any]]:
         item = json.loads(line.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
-    if not isinstance(item, dict) or set(item) != set(FIELDS):
+    if not isinstance(item, dict) or set(item) - {"usage"} != set(FIELDS):
         return None
-    for name, kinds in FIELDS.items():
-        value = item[name]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            return None
+    if not _typed(item, FIELDS) or ("usage" in item and not _usage(item["usage"])):
+        return None
     return item if item["size"] >= 1 else None
+
+
+def _typed(item: dict[str, Any], kinds_of: dict[str, tuple[type, ...]]) -> bool:
+    """Every field of `kinds_of` present in `item` with one of its types (a bool is no int here)."""
+    for name, kinds in kinds_of.items():
+        value = item.get(name, _MISSING)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return False
+    return True
+
+
+def _usage(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == set(USAGE_FIELDS) and _typed(value, USAGE_FIELDS)
+
+
+_MISSING = object()
 
 
 def answers(request: Request, response: Response) -> bool:
@@ -161,7 +187,8 @@ def scan_lines(lines: Iterable[bytes], model: str) -> StoreScan:
                 scan.other_model += 1
             elif item["key"] not in scan.responses:
                 fields = {k: item[k] for k in ("uid", "logprob", "is_greedy", "text")}
-                scan.responses[item["key"]] = Response(**fields)
+                usage = Usage(**{**item["usage"], "latency_s": float(item["usage"]["latency_s"])}) if "usage" in item else None
+                scan.responses[item["key"]] = Response(**fields, usage=usage)
     return scan
 
 
@@ -210,7 +237,7 @@ class ResponseStore:
         if not items:
             return
         batch = {"model": self.model, "batch": uuid.uuid4().hex[:16], "size": len(items)}
-        lines = "".join(json.dumps({"key": key, **batch, **asdict(r)}) + "\n" for key, r in items)
+        lines = "".join(json.dumps({"key": key, **batch, **stored_fields(r)}) + "\n" for key, r in items)
         if self._handle is None:
             self._handle = self._open()
         self._handle.write(lines)

@@ -3,7 +3,7 @@
 import gc
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from lightning.pytorch import LightningModule
@@ -31,6 +31,15 @@ def check_response(model: Any, request: Request, response: Response) -> None:
 
 class EvalModule(LightningModule):
     """Base class of every evaluated model. Subclasses implement the two request types."""
+
+    # Set by the evaluation callback for the batch being answered: takes (position in the batch, answer).
+    answer_sink: Optional[Callable[[int, Response], None]] = None
+
+    def answered(self, index: int, response: Response) -> None:
+        """Hand one answer to the run the moment it exists, before the batch ends: a served model calls it
+        as each request returns, so an interrupted run has stored every request it paid for."""
+        if self.answer_sink is not None:
+            self.answer_sink(index, response)
 
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
         """Log-probability of each continuation given its context, and whether it is the greedy one."""
