@@ -163,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     add("--use_cache", "-c", metavar="PATH", help="a response cache shared by runs: a request answered before is reused")
     add("--seed", metavar="SEEDS", help="one integer, or python,numpy,torch,fewshot")
     add("--trust_remote_code", action="store_true", help="allow the model's own code from the Hub")
+    add("--judge_model", metavar="NAME", help="judge of judged tasks (mmvet, mathvista_testmini): openai, hf, or a class path")
+    add("--judge_model_args", nargs="+", metavar="ARGS", help="the judge's arguments: base_url=URL,model=NAME or pretrained=ID")
     return p
 
 
@@ -193,11 +195,11 @@ def init_arg_names(class_path: str) -> list[str]:
     return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
 
 
-def check_model_args(class_path: str, model_args: dict[str, Any]) -> None:
+def check_model_args(class_path: str, model_args: dict[str, Any], option: str = "--model_args") -> None:
     known = init_arg_names(class_path)
     for key in model_args:
         if key not in known:
-            raise InputError(f"--model_args: unknown key {key!r} for {class_path.rpartition('.')[2]}; known keys: {', '.join(known)}")
+            raise InputError(f"{option}: unknown key {key!r} for {class_path.rpartition('.')[2]}; known keys: {', '.join(known)}")
 
 
 @dataclass
@@ -308,6 +310,22 @@ def trainer_options(options: argparse.Namespace, run: Overrides) -> None:
         run.set("--seed_everything", options.seed["torch"])
 
 
+def judge_options(options: argparse.Namespace, run: Overrides) -> None:
+    """`--judge_model openai --judge_model_args base_url=...,model=...` as the callback's `judge` model."""
+    judge_args = parse_pairs("--judge_model_args", options.judge_model_args)
+    if options.judge_model is None:
+        if judge_args:
+            raise InputError("--judge_model_args: give --judge_model too (openai, hf, or a class path)")
+        return
+    class_path = model_class(options.judge_model)
+    if options.judge_model in COMPLETIONS_MODELS:
+        judge_args.setdefault("chat", False)
+    check_model_args(class_path, judge_args, "--judge_model_args")
+    run.set("--evaluation.judge", class_path)
+    for key, value in judge_args.items():
+        run.set(f"--evaluation.judge.init_args.{key}", value)
+
+
 def evaluation_options(options: argparse.Namespace, run: Overrides) -> None:
     if options.output_path is not None and options.output_path.endswith(".json"):
         raise InputError(f"--output_path: expected a folder (results go to <folder>/<model>/results_<time>.json), got {options.output_path!r}")
@@ -333,6 +351,7 @@ def lightning_args(args: list[str]) -> list[str]:
     data_options(options, run)
     trainer_options(options, run)
     evaluation_options(options, run)
+    judge_options(options, run)
     configs = [arg for path in options.config for arg in ("--config", path)]
     return ["predict", *configs, *run.args(), *rest, *(["--print_config"] if options.print_config else [])]
 

@@ -2,6 +2,7 @@
 
 import inspect
 import tempfile
+from dataclasses import replace
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule,
 from lmm_lightning.data.sampler import holds_auto, resolve_batch_size
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
+from lmm_lightning.evaluation.judge import Judge, check_judged
 from lmm_lightning.evaluation.loggers import log_results
 from lmm_lightning.evaluation.result import EvaluationResult, Settings
 from lmm_lightning.evaluation.results import (
@@ -32,6 +34,10 @@ from lmm_lightning.models.base import EvalModule, check_response
 from lmm_lightning.models.precision import module_numerics
 from lmm_lightning.parallel import is_leader
 from lmm_lightning.requests import Response
+
+
+class JudgeWarning(UserWarning):
+    """Some judge answers could not be parsed; their documents are not scored."""
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -165,6 +171,10 @@ class EvaluationCallback(Callback):
         predict_only: write the responses (samples) without metrics, as lm-eval's `--predict_only`.
         cache_dir: a response cache shared by runs in other output folders (lm-eval's `--use_cache`): the same
             store, keyed by request and model identity, read before the run and appended to as it goes.
+        judge: the judge model of judged tasks (a task YAML with a `judge:` section, e.g. mmvet): any EvalModule,
+            a served `OpenAIModel` or a local `HFCausalLM`; it runs on rank 0 after the evaluated model is released,
+            and its answers are stored and resumed like the model's (`<run folder>/judge/store/`).
+        judge_batch_size: judge requests per call (a served judge sends a call's requests concurrently).
     """
 
     def __init__(
@@ -183,6 +193,8 @@ class EvaluationCallback(Callback):
         layout: str = "flat",
         predict_only: bool = False,
         cache_dir: Optional[str] = None,
+        judge: Optional[EvalModule] = None,
+        judge_batch_size: int = 16,
     ) -> None:
         check_non_negative("bootstrap_iters", bootstrap_iters)
         check_non_negative("log_samples_to_logger", log_samples_to_logger)
@@ -194,6 +206,10 @@ class EvaluationCallback(Callback):
             raise InputError(f"evaluation.layout: expected one of {list(LAYOUTS)}, got {layout!r}")
         if cache_dir is not None:
             check_output_dir(Path(cache_dir))
+        if isinstance(judge_batch_size, bool) or not isinstance(judge_batch_size, int) or judge_batch_size < 1:
+            raise InputError(f"evaluation.judge_batch_size: expected a positive integer, got {judge_batch_size!r}")
+        self.judge = judge
+        self.judge_batch_size = judge_batch_size
         self.output_dir = Path(output_dir)
         self.layout = layout
         self.predict_only = predict_only
@@ -236,6 +252,7 @@ class EvaluationCallback(Callback):
         self.failfast = FailFast(trainer.global_rank, getattr(trainer.strategy.launcher, "procs", None), self.stall_timeout)
         self.failfast.start()
         check_same_requests(datamodule.requests, trainer.strategy.root_device)
+        self.check_judge(datamodule, trainer.global_rank)
         model = config_digest(pl_module.identity() if isinstance(pl_module, EvalModule) else type(pl_module).__name__)
         self.keys = request_keys(datamodule.requests, datamodule.tasks, model)
         if self.store is not None:
@@ -270,6 +287,49 @@ class EvaluationCallback(Callback):
         if trainer.loggers:
             # The run's hparams are logged once, at the end with the metrics: TensorBoard keeps a run's first only.
             trainer.enable_autolog_hparams = False
+
+    def check_judge(self, datamodule: BenchmarkDataModule, rank: int) -> None:
+        """A judged task needs a judge model, named before the evaluated model loads (every rank says the same)."""
+        judged = [name for name, task in datamodule.tasks.items() if task.spec.judge is not None]
+        for name in judged:
+            try:
+                check_judged(datamodule.tasks[name])
+            except InputError as err:
+                raise AgreedInputError(str(err), rank) from None
+        if judged and self.judge is None and not self.predict_only:
+            raise AgreedInputError(
+                f"task(s) {judged} are scored by a judge model: give one, e.g. --evaluation.judge "
+                "lmm_lightning.models.OpenAIModel --evaluation.judge.base_url URL --evaluation.judge.model NAME "
+                "(or `eval --judge_model openai --judge_model_args base_url=URL,model=NAME`)", rank,
+            )
+
+    def judge_answers(self, datamodule: BenchmarkDataModule, answers: Answers, device: Any) -> Answers:
+        """`answers` with the judgements of every judged task (rank 0, after the evaluated model is released)."""
+        tasks = {name: task for name, task in datamodule.tasks.items() if task.spec.judge is not None}
+        if not tasks or self.predict_only:
+            return answers
+        kept = {r.uid: r for r, pad in answers.gathered if not pad} | {r.uid: r for r in answers.resumed}
+        doc_responses: dict[str, dict[int, list[Response]]] = {name: {} for name in tasks}
+        for request in sorted(datamodule.requests, key=lambda r: (r.repeat, r.choice_index)):
+            if request.task in tasks and request.uid in kept:
+                doc_responses[request.task].setdefault(request.doc_id, []).append(kept[request.uid])
+        docs = {name: datamodule.documents[name].docs for name in tasks}
+        judge = Judge(self.judge, self.run_dir, self.judge_batch_size, device)
+        try:
+            judgements = judge.run(tasks, docs, doc_responses)
+        finally:
+            judge.release()
+        for name, by_doc in judgements.items():
+            asked = sum(j.source == "judge" for j in by_doc.values())
+            resumed = sum(j.resumed for j in by_doc.values())
+            unparsed = sorted(d for d, j in by_doc.items() if not j.parsed)
+            print(f"judged {name}: {len(by_doc)} documents, {asked} by the judge ({resumed} resumed), "
+                  f"{len(by_doc) - asked} by rule", flush=True)
+            if unparsed:
+                warnings.warn(f"{name}: the judge's answer to {len(unparsed)} document(s) could not be parsed "
+                              f"(doc_id {unparsed[:10]}); they are not scored (results.json judge.{name}.unparsed)", JudgeWarning)
+        identity = {"class": type(self.judge).__name__, **dict(self.judge.hparams)}  # no file lists, never a key
+        return replace(answers, judgements=judgements, judge=identity)
 
     def describe_resumed(self, agreed: Agreement, n_requests: int) -> str:
         """`reused 40 of 52 requests (30 from <store>, 10 from <cache>)`; with node-local folders, also how many
@@ -378,7 +438,7 @@ class EvaluationCallback(Callback):
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
-        answers = Answers(gathered.pairs, gathered.resumed)
+        answers = self.judge_answers(datamodule, Answers(gathered.pairs, gathered.resumed), pl_module.device)
         settings = self.settings(datamodule, pl_module, trainer.world_size)
         result = self.evaluation_result = evaluate(Benchmark.from_datamodule(datamodule), answers, settings)
         if self.layout == "lm_eval":

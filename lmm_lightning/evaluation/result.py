@@ -8,7 +8,10 @@ results.json and the samples files (`results.py`), the printed table (`table.py`
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+import numpy as np
+
 from lmm_lightning.metrics import Estimate
+from lmm_lightning.requests import Usage
 from lmm_lightning.tasks import Task
 
 
@@ -35,6 +38,52 @@ class Integrity:
     nonfinite_logprobs: int = 0  # NaN or infinite log-probabilities the model returned (NaN scored as -inf)
 
 
+@dataclass(frozen=True)
+class UsageTotals:
+    """What a served model's (or judge's) answers of one task cost in this run, for results.json `usage`."""
+
+    requests: int  # answered by the server in this run
+    resumed: int  # answered by an earlier run and read from the store: not paid again
+    prompt_tokens: int
+    completion_tokens: int
+    retries: int
+    latency_p50_s: Optional[float]
+    latency_p95_s: Optional[float]
+
+    @classmethod
+    def of(cls, usages: list[Usage], resumed: int) -> "UsageTotals":
+        """Totals and latency percentiles (linear interpolation, as numpy's default) of this run's answers.
+
+        >>> UsageTotals.of([Usage(10, 2, 0.1, 0), Usage(12, 3, 0.3, 1)], resumed=5).latency_p50_s
+        0.2
+        """
+        latencies = sorted(u.latency_s for u in usages)
+        p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95)) if latencies else (None, None)
+        return cls(
+            requests=len(usages),
+            resumed=resumed,
+            prompt_tokens=sum(u.prompt_tokens for u in usages),
+            completion_tokens=sum(u.completion_tokens for u in usages),
+            retries=sum(u.retries for u in usages),
+            latency_p50_s=None if p50 is None else round(p50, 6),
+            latency_p95_s=None if p95 is None else round(p95, 6),
+        )
+
+
+@dataclass(frozen=True)
+class JudgingSummary:
+    """How one judged task's documents were judged, for results.json `judge`."""
+
+    model: dict[str, Any]  # the judge model's identity (class and settings; never an API key)
+    documents: int
+    asked: int  # documents the judge model was asked about (this run or resumed)
+    by_rule: int  # answered by the task's `quick` rule, without the judge
+    resumed: int  # judge answers read from the judge store
+    unparsed: int  # judge answers the parser could not read: those documents are not scored
+    unparsed_doc_ids: list[int]
+    usage: Optional[UsageTotals] = None
+
+
 @dataclass
 class TaskResult:
     """One task: its per-document records (the samples file's lines) and its corpus metrics."""
@@ -44,6 +93,8 @@ class TaskResult:
     metrics: dict[MetricKey, Estimate]
     integrity: Integrity
     n_original: int  # documents in the evaluated split, before limit and offset
+    usage: Optional[UsageTotals] = None  # a served model's cost (None for a local model)
+    judging: Optional[JudgingSummary] = None  # a judged task's judging
 
     @property
     def name(self) -> str:

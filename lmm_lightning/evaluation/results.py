@@ -114,6 +114,12 @@ def build_results(result: EvaluationResult) -> dict[str, Any]:
         _add_task(out, task)
     for group in result.groups:
         _add_group(out, group)
+    usage = {t.name: asdict(t.usage) for t in result.tasks if t.usage is not None}
+    if usage:  # a served model: tokens, requests, retries and latency per task
+        out["usage"] = usage
+    judging = {t.name: asdict(t.judging) for t in result.tasks if t.judging is not None}
+    if judging:  # judged tasks: the judge, how many it read, and the answers it could not parse
+        out["judge"] = judging
     return out
 
 

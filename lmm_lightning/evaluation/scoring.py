@@ -14,13 +14,16 @@ import numpy as np
 
 from lmm_lightning.data import BenchmarkDataModule, TaskDocuments
 from lmm_lightning.errors import InputError
-from lmm_lightning.evaluation.result import EvaluationResult, GroupResult, Integrity, MetricKey, Settings, TaskResult
+from lmm_lightning.evaluation.judge import Judgement
+from lmm_lightning.evaluation.result import (
+    EvaluationResult, GroupResult, Integrity, JudgingSummary, MetricKey, Settings, TaskResult, UsageTotals,
+)
 from lmm_lightning.evaluation.results import record_field
 from lmm_lightning.metrics import Estimate
 from lmm_lightning.metrics.aggregation import aggregate, is_number
 from lmm_lightning.metrics.groups import aggregate_group
 from lmm_lightning.metrics.stability import STABILITY_NAMES, stability_per_document
-from lmm_lightning.requests import Request, RequestType, Response
+from lmm_lightning.requests import Request, RequestType, Response, Usage
 from lmm_lightning.tasks import GroupSpec, Task
 
 # The normal 97.5% quantile, to the six decimals the group intervals of results.json have always used.
@@ -56,6 +59,9 @@ class Answers:
 
     gathered: list[tuple[Response, bool]]
     resumed: list[Response] = field(default_factory=list)
+    # A judged task's judgement of each document (task -> doc_id -> Judgement), and the judge's identity.
+    judgements: dict[str, dict[int, Judgement]] = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,10 +79,11 @@ def evaluate(benchmark: Benchmark, answers: Answers, settings: Settings) -> Eval
     by_task: dict[str, list[Request]] = {name: [] for name in benchmark.documents}
     for request in benchmark.requests:
         by_task[request.task].append(request)
+    usage = usage_by_task(benchmark.requests, answers)
     tasks = [
         score_task(
             benchmark.documents[name], requests, responses, settings.bootstrap_iters, settings.seed,
-            counts.get(name, AnswerCounts()),
+            counts.get(name, AnswerCounts()), answers.judgements.get(name), usage.get(name), answers.judge,
         )
         for name, requests in by_task.items()
     ]
@@ -107,6 +114,40 @@ def check_exactly_once(requests: list[Request], answers: Answers) -> tuple[dict[
     return {r.uid: r for r in kept}, {t: AnswerCounts(padded[t], dropped[t], resumed[t]) for t in tasks}
 
 
+def usage_by_task(requests: list[Request], answers: Answers) -> dict[str, UsageTotals]:
+    """Per task whose answers report a cost (a served model): this run's totals, and how many were resumed."""
+    fresh: dict[str, list[Usage]] = defaultdict(list)
+    resumed: Counter = Counter()
+    served: set[str] = set()
+    for response, padding in answers.gathered:
+        if response.usage is not None:
+            served.add(requests[response.uid].task)
+            if not padding:
+                fresh[requests[response.uid].task].append(response.usage)
+    for response in answers.resumed:
+        resumed[requests[response.uid].task] += 1
+        if response.usage is not None:
+            served.add(requests[response.uid].task)
+    return {task: UsageTotals.of(fresh[task], resumed[task]) for task in sorted(served)}
+
+
+def judging_summary(judgements: dict[int, Judgement], judge: dict[str, Any]) -> JudgingSummary:
+    asked = [j for j in judgements.values() if j.source == "judge"]
+    unparsed = sorted(doc_id for doc_id, j in judgements.items() if not j.parsed)
+    usages = [j.usage for j in asked if j.usage is not None and not j.resumed]
+    served = any(j.usage is not None for j in asked)
+    return JudgingSummary(
+        model=judge,
+        documents=len(judgements),
+        asked=len(asked),
+        by_rule=len(judgements) - len(asked),
+        resumed=sum(j.resumed for j in asked),
+        unparsed=len(unparsed),
+        unparsed_doc_ids=unparsed,
+        usage=UsageTotals.of(usages, sum(j.resumed for j in asked)) if served else None,
+    )
+
+
 # --- one task -----------------------------------------------------------------------------------
 @dataclass
 class DocumentScores:
@@ -123,11 +164,20 @@ def score_task(
     bootstrap_iters: int,
     seed: int,
     counts: AnswerCounts = AnswerCounts(),
+    judgements: Optional[dict[int, Judgement]] = None,
+    usage: Optional[UsageTotals] = None,
+    judge: Optional[dict[str, Any]] = None,
 ) -> TaskResult:
     """Score each document of one task from its answered requests, then aggregate each metric.
 
     `counts`: the task's padding, dropped and resumed responses (none for answers handed over as they are).
+    A judged task needs `judgements` (doc_id -> Judgement): its documents are scored on the judged value, and
+    one whose judge answer was unreadable is recorded but not scored.
     """
+    if task_is_judged := documents.task.spec.judge is not None:
+        missing = sorted(set(r.doc_id for r in requests) - set(judgements or {}))
+        if missing:
+            raise IntegrityError(f"task '{documents.task.name}' is judged, but {len(missing)} document(s) have no judgement (doc_id {missing[:5]})")
     task = documents.task
     single_filter = len(task.filters) == 1
     by_doc: dict[int, list[Request]] = defaultdict(list)
@@ -138,8 +188,9 @@ def score_task(
         doc_requests = sorted(by_doc[doc_id], key=lambda r: (r.repeat, r.choice_index))
         responses = [scoreable(r, answers[r.uid]) for r in doc_requests]
         doc = documents.docs[doc_id]
+        judgement = judgements[doc_id] if task_is_judged else None
         try:
-            record, doc_scores = _score_document(task, doc_id, doc, doc_requests, responses, single_filter)
+            record, doc_scores = _score_document(task, doc_id, doc, doc_requests, responses, single_filter, judgement)
         except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
             raise _scoring_failed(task, doc_id, err) from err
         records.append(record)
@@ -147,7 +198,8 @@ def score_task(
     metrics = _aggregate(task, scores, bootstrap_iters, seed)
     metrics.update(_stability(records, scores, single_filter, bootstrap_iters, seed))
     integrity = _count_integrity(requests, answers, len(records), counts)
-    return TaskResult(task, records, metrics, integrity, documents.n_original)
+    judging = judging_summary(judgements, judge or {}) if task_is_judged else None
+    return TaskResult(task, records, metrics, integrity, documents.n_original, usage, judging)
 
 
 def _score_document(
@@ -157,8 +209,10 @@ def _score_document(
     doc_requests: list[Request],
     responses: list[Response],
     single_filter: bool,
+    judgement: Optional[Judgement] = None,
 ) -> tuple[dict[str, Any], DocumentScores]:
-    """One document's record (a line of its samples file), and its metric values."""
+    """One document's record (a line of its samples file), and its metric values (a judged document's from
+    its judged value; none when the judge's answer could not be read)."""
     per_request = {name: task.kind.per_request(value) for name, value in task.filtered(responses).items()}
     record: dict[str, Any] = {
         "doc_id": doc_id,
@@ -169,11 +223,17 @@ def _score_document(
         # One entry per request, as lm-evaluation-harness writes it (a generation's filtered text is ["Paris"]).
         "filtered_resps": next(iter(per_request.values())) if single_filter else per_request,
     }
-    values = {
-        MetricKey(metric, filter_name): value
-        for filter_name, metrics in task.score(doc, responses).items()
-        for metric, value in metrics.items()
-    }
+    if judgement is not None:
+        record["judge"] = judgement.record()
+        filter_name = next(iter(per_request))
+        judged = task.score_judged(doc, judgement.value) if judgement.parsed else {}
+        values = {MetricKey(metric, filter_name): value for metric, value in judged.items()}
+    else:
+        values = {
+            MetricKey(metric, filter_name): value
+            for filter_name, metrics in task.score(doc, responses).items()
+            for metric, value in metrics.items()
+        }
     for key, value in values.items():
         record[record_field(key, single_filter)] = value
     per_repeat = _per_repeat(task, doc, responses) if task.spec.repeats > 1 else {}

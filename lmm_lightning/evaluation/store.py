@@ -88,9 +88,15 @@ def config_digest(value: Any) -> str:
     return _digest(value)[:16]
 
 
+def answer_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a task's config the model's answers depend on: not the file it was read from, nor how a judge
+    scores the answers afterwards (a new judge prompt reuses the model's answers)."""
+    return {k: v for k, v in config.items() if k != "judge"} | {"source": None}
+
+
 def request_keys(requests: Sequence[Request], tasks: Mapping[str, Any], model_identity: str) -> list[str]:
     """The key of every request (by uid); a task's config counts, not the file it was read from."""
-    configs = {name: config_digest({**task.spec.to_dict(), "source": None}) for name, task in tasks.items()}
+    configs = {name: config_digest(answer_config(task.spec.to_dict())) for name, task in tasks.items()}
     return [request_key(r, configs[r.task], model_identity) for r in requests]
 
 

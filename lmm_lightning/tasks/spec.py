@@ -190,6 +190,32 @@ class FewshotConfig:
     target_delimiter: Optional[str] = None
 
 
+JUDGE_KEYS = ("prompt", "parser", "quick", "max_new_tokens", "until", "system_prompt")
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """How a task is judged (MM-Vet, MathVista's answer extraction): what the judge model is asked about each
+    document and the model's answer, and how its answer becomes the value that is scored.
+
+    `prompt`: a Jinja2 template over the document's fields, `response` (the model's answer after the task's
+    filters) and `target`, or a `!function (doc, response) -> str`. `parser`: a `!function (judge_answer) -> value`
+    returning None where the answer cannot be read (such a document is counted as unparsed, never scored), or
+    "number" (the first number in the answer) or "text" (the answer stripped). `quick`: an optional
+    `!function (doc, response) -> value or None` that answers by rule, without calling the judge.
+    """
+
+    prompt: Union[str, FunctionRef]
+    parser: Union[str, FunctionRef] = "text"
+    quick: Optional[FunctionRef] = None
+    max_new_tokens: int = 128
+    until: list[str] = field(default_factory=list)
+    system_prompt: Optional[str] = None
+
+
+JUDGE_PARSERS = ("number", "text")
+
+
 @dataclass
 class TaskSpec:
     """What a benchmark is: where its documents live and how to turn them into requests.
@@ -241,6 +267,7 @@ class TaskSpec:
     model_specific_generation_kwargs: Optional[dict[str, Any]] = None
     model_specific_prompt_kwargs: Optional[dict[str, Any]] = None
     model_specific_target_kwargs: Any = None
+    judge: Optional[JudgeSpec] = None  # scored by a judge model after inference (see JudgeSpec)
     source: Optional[Path] = None
 
     @property
@@ -288,7 +315,10 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as written into results.json `configs` (functions as `!function module.attr`)."""
-        return _plain(asdict(self))
+        out = _plain(asdict(self))
+        if out["judge"] is None:
+            del out["judge"]  # written only for a judged task
+        return out
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TaskSpec":
@@ -308,7 +338,7 @@ class TaskSpec:
             if not isinstance(item, dict) or "metric" not in item:
                 raise _error(path, f"metric_list[{i}]", "a mapping with a 'metric' key", item)
             metrics.append(MetricSpec.from_dict(item))
-        values = {k: v for k, v in raw.items() if k in known and k not in ("metric_list", "fewshot_config", "tag", "metadata")}
+        values = {k: v for k, v in raw.items() if k in known and k not in ("metric_list", "fewshot_config", "tag", "metadata", "judge")}
         values = {k: v for k, v in values.items() if v is not None}  # null: the field's default, as in lm-eval
         metadata = read_metadata(raw.get("metadata"))
         if metadata.get("version") is not None:
@@ -318,6 +348,7 @@ class TaskSpec:
             **values,
             metric_list=metrics,
             fewshot_config=_fewshot_config(raw.get("fewshot_config"), path),
+            judge=_judge(raw.get("judge"), path),
             tag=[tag] if isinstance(tag, str) else list(tag or []),
             metadata=dict(metadata),
             source=path,
@@ -366,6 +397,32 @@ def _fewshot_config(raw: Any, path: Path) -> Optional[FewshotConfig]:
     if indices is not None and not (isinstance(indices, list) and all(isinstance(i, int) for i in indices)):
         raise _error(path, "fewshot_config.fewshot_indices", "a list of integers", indices)
     return FewshotConfig(**{k: v for k, v in raw.items() if v is not None})
+
+
+def _judge(raw: Any, path: Path) -> Optional[JudgeSpec]:
+    """The `judge:` mapping, checked key by key."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "prompt" not in raw:
+        raise _error(path, "judge", "a mapping with at least a 'prompt' (template or !function)", raw)
+    unknown = sorted(set(raw) - set(JUDGE_KEYS))
+    if unknown:
+        raise TaskSpecError(f"{path}: field 'judge': unknown key(s) {unknown}; supported keys are {list(JUDGE_KEYS)}")
+    raw = {k: v for k, v in raw.items() if v is not None}
+    _check_type(path, raw, "prompt", TEMPLATE, "a Jinja2 template or !function")
+    parser = raw.get("parser", "text")
+    if not isinstance(parser, FunctionRef) and parser not in JUDGE_PARSERS:
+        raise _error(path, "judge.parser", f"a !function or one of {list(JUDGE_PARSERS)}", parser)
+    if "quick" in raw and not isinstance(raw["quick"], FunctionRef):
+        raise _error(path, "judge.quick", "a !function (doc, response) -> value or None", raw["quick"])
+    budget = raw.get("max_new_tokens", 1)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise _error(path, "judge.max_new_tokens", "a positive integer", budget)
+    until = raw.get("until", [])
+    if not isinstance(until, list) or not all(isinstance(u, str) and u for u in until):
+        raise _error(path, "judge.until", "a list of non-empty stop strings", until)
+    _check_type(path, raw, "system_prompt", (str,), "a string")
+    return JudgeSpec(**raw)
 
 
 def _error(path: Path, key: str, expected: str, got: Any) -> TaskSpecError:

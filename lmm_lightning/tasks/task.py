@@ -136,8 +136,8 @@ class Task:
                 self._aggregation_functions[metric.metric] = metric.aggregation.resolve(f"{where}: field '{field_name}.aggregation'")
             if isinstance(metric.higher_is_better, FunctionRef):
                 metric.higher_is_better = _direction(metric.higher_is_better, f"{where}: field '{field_name}.higher_is_better'")
-        if self._process_results is not None:
-            return  # the task's own function returns its metrics
+        if self._process_results is not None or self.spec.judge is not None:
+            return  # the task's own function (or its judge) gives its metrics
         known = metrics_for(self.spec.output_type)
         for i, metric in enumerate(self.metrics):
             if metric.metric not in known:
@@ -367,6 +367,13 @@ class Task:
         if self._process_results is not None:
             return dict(self._process_results(doc, self.kind.per_request(value)))
         return self.kind.score(doc, value)
+
+    def score_judged(self, doc: dict[str, Any], value: Any) -> dict[str, Any]:
+        """The metrics of a judged document: the task's `process_results` over the judged value (an extracted
+        answer, a score), else that value as every metric's."""
+        if self._process_results is not None:
+            return dict(self._process_results(doc, [value]))
+        return {m.metric: value for m in self.metrics}
 
     def describe(self, record: dict[str, Any]) -> tuple[str, str]:
         """What the model answered and the gold answer of one samples record, as text for the loggers."""
