@@ -242,3 +242,32 @@ def test_usage_goes_through_the_gather_and_into_the_totals():
     totals = UsageTotals.of(usages, resumed=2)
     assert (totals.requests, totals.prompt_tokens, totals.completion_tokens, totals.retries) == (3, 60, 12, 2)
     assert totals.latency_p50_s == 0.3 and totals.latency_p95_s == pytest.approx(0.48)
+
+
+class ConstantGrader(EvalModule):
+    """A judge answering MM-Vet's grading prompt by the ground truth's length: "1.0" for one word, else "0.4"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def generate_until(self, requests: list) -> list[Response]:
+        out = []
+        for request in requests:
+            truth = request.context.rsplit("\n", 1)[-1].split("|")[1].strip()
+            out.append(Response(uid=request.uid, text="1.0" if " " not in truth else "0.4"))
+        return out
+
+
+def test_the_shipped_mmvet_is_judged_end_to_end_with_capability_scores(tmp_path):
+    from tests.fixtures.benchmarks import write_judged_benchmarks
+
+    task = write_judged_benchmarks(tmp_path / "data")["mmvet"]
+    answers = ["x = -1 or -5", "5", "conditioner", "the garage", "red"]
+    run(task, tmp_path / "out", Answerer(answers), ConstantGrader())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]["mmvet"]
+    # Ground truths "-1 <AND> -5", "double garage" and "red <OR> dark red" hold spaces: graded 0.4; the others 1.0.
+    assert results["mmvet_score,none"] == pytest.approx((0.4 + 1 + 1 + 0.4 + 0.4) / 5)
+    assert results["mmvet_rec,none"] == pytest.approx((1 + 0.4) / 2)  # v1_1, v1_4
+    assert results["mmvet_spat,none"] == pytest.approx((1 + 0.4) / 2)  # v1_2, v1_3
+    assert results["mmvet_score_stderr,none"] != "N/A"
