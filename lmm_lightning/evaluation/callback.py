@@ -20,7 +20,7 @@ from lmm_lightning.evaluation.result import EvaluationResult, Settings
 from lmm_lightning.evaluation.results import (
     LAYOUTS, RunInfo, dataset_card, model_name, sanitize_model_name, write_atomic, write_lm_eval_outputs, write_outputs,
 )
-from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
+from lmm_lightning.evaluation.scoring import Answers, Benchmark, check_exactly_once, evaluate, judging_summary
 from lmm_lightning.evaluation.table import format_table
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
 from lmm_lightning.requests import Request
@@ -235,6 +235,7 @@ class EvaluationCallback(Callback):
         self.store: Optional[ResponseStore] = None
         self.keys: list[str] = []
         self.resumed: dict[int, Response] = {}
+        self.streamed: set[int] = set()  # uids of the current batch stored as they arrived (`store_answer`)
         self.failfast: Optional[FailFast] = None
         self.failure_message: Optional[str] = None
 
@@ -308,7 +309,7 @@ class EvaluationCallback(Callback):
         tasks = {name: task for name, task in datamodule.tasks.items() if task.spec.judge is not None}
         if not tasks or self.predict_only:
             return answers
-        kept = {r.uid: r for r, pad in answers.gathered if not pad} | {r.uid: r for r in answers.resumed}
+        kept, _ = check_exactly_once(datamodule.requests, answers)
         doc_responses: dict[str, dict[int, list[Response]]] = {name: {} for name in tasks}
         for request in sorted(datamodule.requests, key=lambda r: (r.repeat, r.choice_index)):
             if request.task in tasks and request.uid in kept:
@@ -319,16 +320,15 @@ class EvaluationCallback(Callback):
             judgements = judge.run(tasks, docs, doc_responses)
         finally:
             judge.release()
-        for name, by_doc in judgements.items():
-            asked = sum(j.source == "judge" for j in by_doc.values())
-            resumed = sum(j.resumed for j in by_doc.values())
-            unparsed = sorted(d for d, j in by_doc.items() if not j.parsed)
-            print(f"judged {name}: {len(by_doc)} documents, {asked} by the judge ({resumed} resumed), "
-                  f"{len(by_doc) - asked} by rule", flush=True)
-            if unparsed:
-                warnings.warn(f"{name}: the judge's answer to {len(unparsed)} document(s) could not be parsed "
-                              f"(doc_id {unparsed[:10]}); they are not scored (results.json judge.{name}.unparsed)", JudgeWarning)
         identity = {"class": type(self.judge).__name__, **dict(self.judge.hparams)}  # no file lists, never a key
+        for name, by_doc in judgements.items():
+            summary = judging_summary(by_doc, identity)
+            print(f"judged {name}: {summary.documents} documents, {summary.asked} by the judge ({summary.resumed} "
+                  f"resumed), {summary.by_rule} by rule", flush=True)
+            if summary.unparsed:
+                warnings.warn(f"{name}: the judge's answer to {summary.unparsed} document(s) could not be parsed "
+                              f"(doc_id {summary.unparsed_doc_ids[:10]}); they are not scored (results.json "
+                              f"judge.{name}.unparsed)", JudgeWarning)
         return replace(answers, judgements=judgements, judge=identity)
 
     def describe_resumed(self, agreed: Agreement, n_requests: int) -> str:
@@ -357,7 +357,7 @@ class EvaluationCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: RequestBatch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         self.current_batch = batch
-        self.streamed: set[int] = set()
+        self.streamed = set()
         if isinstance(pl_module, EvalModule):
             pl_module.answer_sink = lambda index, response: self.store_answer(trainer, batch, index, response)
         self.failfast.batch_started(describe_batch(batch.requests))
@@ -368,11 +368,14 @@ class EvaluationCallback(Callback):
         if batch.padding[index] or not is_leader(trainer) or response.uid in self.streamed:
             return
         check_response(trainer.lightning_module, batch.requests[index], response)
-        item = [(self.keys[response.uid], response)]
-        self.store.append(item)
-        if self.cache is not None:
-            self.cache.append(item)
+        self.keep([(self.keys[response.uid], response)])
         self.streamed.add(response.uid)
+
+    def keep(self, items: list[tuple[str, Response]]) -> None:
+        """Append answers to the run's store, and to the shared cache where there is one."""
+        self.store.append(items)
+        if self.cache is not None:
+            self.cache.append(items)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Name the rank, task, documents and cause, and tell the other ranks to stop.
@@ -410,11 +413,8 @@ class EvaluationCallback(Callback):
         # The ranks of a tensor-parallel group all answer the same batch: one of them (the leader) stores and hands
         # it in, the others hand in nothing, so the gather holds each answer once.
         outputs, padding = (outputs, list(batch.padding)) if is_leader(trainer) else ([], [])
-        streamed = getattr(self, "streamed", set())
-        finished = [(self.keys[r.uid], r) for r, pad in zip(outputs, padding) if not pad and r.uid not in streamed]
-        self.store.append(finished)
-        if self.cache is not None:
-            self.cache.append(finished)
+        finished = [(self.keys[r.uid], r) for r, pad in zip(outputs, padding) if not pad and r.uid not in self.streamed]
+        self.keep(finished)
         self.collector.update(outputs, padding)
         self.failfast.batch_done()
 

@@ -146,7 +146,8 @@ class Judge:
             doc_responses: dict[str, dict[int, list[Response]]]) -> dict[str, dict[int, Judgement]]:
         """Every judged task's `Judgement` per document. `docs[task][doc_id]` is the document and
         `doc_responses[task][doc_id]` its answered requests (in request order)."""
-        store = ResponseStore(self.folder / JUDGE_DIR, 0, self.identity)
+        identity = self.identity
+        store = ResponseStore(self.folder / JUDGE_DIR, 0, identity)
         stored = store.load().responses
         out: dict[str, dict[int, Judgement]] = {}
         pending: list[Pending] = []
@@ -163,7 +164,7 @@ class Judge:
                         out[name][doc_id] = Judgement(quick, "rule")
                         continue
                     request = self._request(len(pending), name, doc_id, rules, rules.prompt(doc, answer, task.doc_to_target(doc)))
-                    key = request_key(request, config_digest([name, asdict(rules.spec)]), self.identity)
+                    key = request_key(request, config_digest([name, asdict(rules.spec)]), identity)
                     pending.append(Pending(name, doc_id, request, key))
             answers = {p.request.uid: stored[p.key] for p in pending if p.key in stored}
             missing = [p for p in pending if p.request.uid not in answers]

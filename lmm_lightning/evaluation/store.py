@@ -41,6 +41,7 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "is_greedy": (bool, _NONE),
     "text": (str, _NONE),
 }
+_MISSING = object()
 # A served model's answer also records what it cost (`Usage`); a local model's line has no such field.
 USAGE_FIELDS: dict[str, tuple[type, ...]] = {
     "prompt_tokens": (int,), "completion_tokens": (int,), "latency_s": (float, int), "retries": (int,),
@@ -125,8 +126,6 @@ def _typed(item: dict[str, Any], kinds_of: dict[str, tuple[type, ...]]) -> bool:
 def _usage(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == set(USAGE_FIELDS) and _typed(value, USAGE_FIELDS)
 
-
-_MISSING = object()
 
 
 def answers(request: Request, response: Response) -> bool:
