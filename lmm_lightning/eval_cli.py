@@ -241,6 +241,11 @@ def model_options(options: argparse.Namespace, run: Overrides) -> None:
         run.set("--data.prompt_model", options.model)  # lmms-eval's model name picks its lmms_eval_specific_kwargs
     for key, value in model_args.items():
         run.set(f"--model.init_args.{key}", value)
+    if class_path == OPENAI:  # a served chat model applies its own template; the completions endpoint takes raw text
+        if chat and model_args.get("chat") is False:
+            raise InputError(f"--apply_chat_template: --model {options.model} posts raw prompts to /completions; "
+                             "use --model openai (the server applies the chat template)")
+        chat = None
     run.set("--model.init_args.use_chat_template", chat)
     run.set("--model.init_args.system_prompt", options.system_instruction)
 

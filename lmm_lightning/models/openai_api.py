@@ -323,10 +323,7 @@ class OpenAIModel(EvalModule):
         """One HTTP client (keep-alive connections, thread-safe) and one thread pool per model and rank."""
         if self.client is not None:
             return
-        try:
-            import httpx
-        except ImportError:
-            raise InputError("OpenAIModel needs the `httpx` package: pip install httpx") from None
+        import httpx
 
         headers = {}
         key = os.environ.get(self.hparams.api_key_env) if self.hparams.api_key_env else None
@@ -442,8 +439,9 @@ class OpenAIModel(EvalModule):
         choice = first_choice(body)
         logprobs = choice.get("logprobs")
         needed = ("tokens", "text_offset", "token_logprobs")
-        if not isinstance(logprobs, dict) or any(not isinstance(logprobs.get(k), list) for k in needed):
-            missing = "logprobs" if not isinstance(logprobs, dict) else ", ".join(k for k in needed if not isinstance(logprobs.get(k), list))
+        absent = [k for k in needed if not isinstance(logprobs.get(k), list)] if isinstance(logprobs, dict) else ["logprobs"]
+        if absent:
+            missing = ", ".join(absent)
             raise LogprobsUnsupported(
                 f"OpenAIModel: the server at {self.hparams.base_url} returned no {missing} from /completions with "
                 f"echo and logprobs (task '{job.request.task}', doc_id {job.request.doc_id}); loglikelihood tasks need "

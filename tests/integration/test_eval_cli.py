@@ -104,9 +104,22 @@ def test_vllm_parallel_sizes_become_a_data_x_tensor_mesh():
     assert pairs["--trainer.devices"] == "6" and "--model.init_args.tensor_parallel_size" not in pairs
 
 
+def test_a_served_model_applies_its_own_chat_template_and_a_judge_is_the_callbacks():
+    args = lightning_args(["--model", "openai", "--model_args", "base_url=http://127.0.0.1:8000/v1,model=smol", "--apply_chat_template",
+                           "--system_instruction", "Be brief.", "--judge_model", "openai", "--judge_model_args", "base_url=http://h/v1,model=j"])
+    pairs = dict(zip(args[1::2], args[2::2]))
+    assert pairs["--model"] == "lmm_lightning.models.OpenAIModel" and "--model.init_args.use_chat_template" not in pairs
+    assert pairs["--model.init_args.system_prompt"] == "Be brief." and pairs["--model.init_args.model"] == "smol"
+    assert pairs["--evaluation.judge"] == "lmm_lightning.models.OpenAIModel" and pairs["--evaluation.judge.init_args.model"] == "j"
+    completions = dict(zip(*[iter(lightning_args(["--model", "local-completions", "--model_args", "base_url=http://h/v1,model=m"])[1:])] * 2))
+    assert completions["--model.init_args.chat"] == "false"
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
+        (["--model", "local-completions", "--model_args", "base_url=http://h/v1,model=m", "--apply_chat_template"],
+         "--apply_chat_template: --model local-completions posts raw prompts to /completions"),
         (["--model_args", "pretrained=x,tensor_parallel_size=0"], "--model_args: tensor_parallel_size expected a positive integer, got 0"),
         (["--model_args", "pretrained=x,bogus=1"], "--model_args: unknown key 'bogus' for HFCausalLM; known keys: pretrained, dtype"),
         (["--model", "nope"], "--model: unknown model 'nope'"),
