@@ -9,7 +9,7 @@ from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
 from lmm_lightning.models.loading import (
-    attention_identity, check_device_map, check_pretrained, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
+    attention_identity, check_device_map, check_pretrained, fill_pad_token, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
 )
 from lmm_lightning.models.loglikelihood import (
     Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
@@ -110,6 +110,27 @@ class HFCausalLM(EvalModule):
         self.tokenizer: Optional[PreTrainedTokenizerBase] = load_tokenizer(self.source.path, trust_remote_code)
         if use_chat_template and not self.tokenizer.chat_template:
             raise InputError(f"model.use_chat_template: the tokenizer in {pretrained!r} has no chat template; set it to false")
+
+    @classmethod
+    def around(cls, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, trainer: Any = None, **options: Any) -> "HFCausalLM":
+        """An HFCausalLM answering with a model and tokenizer already in memory (a user's training module's),
+        loading nothing: the model stays where it is, owned by its module, and is not a submodule of this one."""
+        import inspect
+
+        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not p.empty}
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise InputError(f"HFCausalLM.around: unknown option(s) {unknown}; expected some of {sorted(defaults)}")
+        self = cls.__new__(cls)
+        EvalModule.__init__(self)
+        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        self.save_hyperparameters({"pretrained": name, **defaults, **options})
+        fill_pad_token(tokenizer)  # batches are padded (BenchmarkEvaluation puts the tokenizer back as it was)
+        self.source, self.adapter, self.tokenizer = None, None, tokenizer
+        self.set_model(model, placed=True)
+        self._device = next(model.parameters()).device
+        self._trainer = trainer
+        return self
 
     def configure_model(self) -> None:
         """Load inside `configure_model` so sharded strategies can build the model in place."""
