@@ -9,6 +9,7 @@ its raw judge answer and the parsed value that scoring uses (None: unreadable, c
 """
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,7 +18,7 @@ import torch
 
 from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.errors import InputError
-from lmm_lightning.evaluation.store import ResponseStore, config_digest, request_key
+from lmm_lightning.evaluation.store import ResponseStore, StoreWarning, config_digest, request_key
 from lmm_lightning.models.base import EvalModule, check_response
 from lmm_lightning.requests import ChatMessage, GenerationSpec, Request, RequestType, Response, Usage
 from lmm_lightning.tasks import Task
@@ -148,7 +149,10 @@ class Judge:
         `doc_responses[task][doc_id]` its answered requests (in request order)."""
         identity = self.identity
         store = ResponseStore(self.folder / JUDGE_DIR, 0, identity)
-        stored = store.load().responses
+        scan = store.load()
+        for message in scan.warnings(store.folder):  # a torn line, another judge's answers: asked again
+            warnings.warn(message, StoreWarning)
+        stored = scan.responses
         out: dict[str, dict[int, Judgement]] = {}
         pending: list[Pending] = []
         rules_of = {name: JudgeRules.of(task) for name, task in tasks.items() if task.spec.judge is not None}

@@ -12,6 +12,7 @@ from lightning.pytorch import Trainer
 from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.errors import InputError
 from lmm_lightning.evaluation import EvaluationCallback
+from lmm_lightning.evaluation.store import StoreWarning
 from lmm_lightning.evaluation.callback import JudgeWarning
 from lmm_lightning.models import EvalModule, HFCausalLM
 from lmm_lightning.requests import Response
@@ -155,6 +156,23 @@ def test_a_judge_failing_midway_is_asked_only_what_is_missing_on_the_rerun(tmp_p
     results = json.loads((out / "results.json").read_text())
     assert results["results"]["capital_judged"]["judge_score,none"] == pytest.approx(4 / 6)
     assert results["judge"]["capital_judged"]["resumed"] == 4
+
+
+@pytest.mark.parametrize("cut", [2, 0.5], ids=["last line lost its closing brace", "last line torn in half"])
+def test_a_judge_store_torn_by_a_crash_asks_the_judge_again_only_for_the_torn_answer(tmp_path, cut):
+    task, out = write_task(tmp_path / "task"), tmp_path / "out"
+    run(task, out, Answerer(ANSWERS), Grader())
+    (path,) = (out / "judge" / "store").glob("responses-rank*.jsonl")
+    data = path.read_bytes()
+    last = data.rstrip(b"\n").rfind(b"\n") + 1  # where the last line starts
+    path.write_bytes(data[: len(data) - cut] if cut == 2 else data[: last + (len(data) - last) // 2])
+    judge = Grader()
+    with pytest.warns(StoreWarning, match=r"skipped 1 line\(s\) of the response store .*judge"):
+        run(task, out, Answerer(ANSWERS), judge)
+    assert len(judge.prompts) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["judge"]["capital_judged"]["resumed"] == 5
+    assert results["results"]["capital_judged"]["judge_score,none"] == pytest.approx(4 / 6)
 
 
 def test_a_quick_rule_answers_without_the_judge(tmp_path):
