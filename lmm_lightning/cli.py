@@ -42,6 +42,13 @@ def evaluate(args: list[str]) -> Optional[int]:
     return run_eval(args)
 
 
+def evaluate_checkpoints(args: list[str]) -> Optional[int]:
+    """`lmm-lightning eval-checkpoints DIR --tasks a,b`: each checkpoint of a training run, in step order."""
+    from lmm_lightning.checkpoints import main as run_checkpoints
+
+    return run_checkpoints(args)
+
+
 def task_modality(spec: Any) -> str:
     """What a task feeds the model besides text: "text", "vision" (images) or "video" (frames).
 
@@ -142,6 +149,7 @@ SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {
     "predict": (predict, "evaluate from a LightningCLI config: --config cfg.yaml [--section.key value] (`predict --help`)"),
     "tasks": (list_tasks, "list tasks with modality and output type; `tasks --show TASK` prints its YAML and prompts"),
     "compare": (compare, "compare two results folders per document: B - A, an interval, a p-value (`compare --help`)"),
+    "eval-checkpoints": (evaluate_checkpoints, "evaluate every checkpoint in a folder by step: a table and a plot against the step"),
 }
 
 
@@ -172,7 +180,7 @@ def unknown_subcommand(name: Optional[str]) -> str:
     """The one-line complaint about a missing or unknown subcommand.
 
     >>> unknown_subcommand("predcit")
-    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {eval,predict,tasks,compare})"
+    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {eval,predict,tasks,compare,eval-checkpoints})"
     """
     expected = f"one of {{{','.join(SUBCOMMANDS)}}}"
     if name is None:

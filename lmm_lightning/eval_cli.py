@@ -185,13 +185,18 @@ def model_class(name: str) -> str:
     return MODELS[name]
 
 
-def init_arg_names(class_path: str) -> list[str]:
-    """The init arguments of a model class (imports it: torch, not the weights)."""
+def import_class(class_path: str, option: str = "--model") -> type:
+    """The class a dotted path names (imports its module: torch, not the weights)."""
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise InputError(f"--model: cannot import {class_path!r}: {err}") from None
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise InputError(f"{option}: cannot import {class_path!r}: {err}") from None
+
+
+def init_arg_names(class_path: str) -> list[str]:
+    """The init arguments of a model class."""
+    cls = import_class(class_path)
     return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
 
 

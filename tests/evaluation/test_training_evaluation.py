@@ -214,3 +214,50 @@ def test_the_trajectory_reads_finished_points_only(tmp_path):
     table, plot = write_trajectory(tmp_path)
     assert table.read_text().splitlines()[0].startswith("step,task,metric,value,stderr,ci_lower,ci_upper,delta")
     assert plot is not None and plot.stat().st_size > 1000
+
+
+# --- lmm-lightning eval-checkpoints ------------------------------------------------------------------------------
+def sweep(folder: Path, out: Path, tasks: Path, capsys) -> tuple[int, str]:
+    from lmm_lightning.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval-checkpoints", str(folder), "--tasks", f"{tasks / 'tiny_mc.yaml'},{tasks / 'tiny_gen.yaml'}",
+              "--model", "tests.fixtures.train_eval.RandomDrawingLM", "--output_path", str(out), "--batch_size", "4",
+              "--bootstrap_iters", "200", "--comparison_iters", "200", "--accelerator", "cpu"])
+    return exit_info.value.code, capsys.readouterr().out
+
+
+def test_eval_checkpoints_scores_each_checkpoint_as_the_fit_scored_it_and_resumes(runs, dropout_model, tiny_tasks, tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(runs["one"] / "checkpoints", folder)
+    shutil.copytree(dropout_model, folder / "checkpoint-0")  # a Hugging Face folder: the weights before training
+    code, printed = sweep(folder, tmp_path / "sweep", tiny_tasks, capsys)
+    assert code == 0, printed
+    swept, fitted = written_points(tmp_path / "sweep"), written_points(runs["one"] / "benchmarks")
+    assert list(swept) == [0, 4, 8, 12]
+    for step in swept:  # the checkpoint saved at a step holds the weights the fit's point at that step scored
+        ours = json.loads((swept[step] / "results.json").read_text())
+        theirs = json.loads((fitted[step] / "results.json").read_text())
+        assert ours["results"] == theirs["results"] and ours["confidence_intervals"] == theirs["confidence_intervals"]
+    assert "| 12 | tiny_mc | acc |" in printed and "scores.png" in printed
+    assert json.loads((swept[8] / "checkpoint.json").read_text())["kind"] == "lightning"
+
+    # resumed: nothing evaluated again; new weights under one checkpoint's name: that step alone
+    code, printed = sweep(folder, tmp_path / "sweep", tiny_tasks, capsys)
+    assert code == 0 and printed.count("done already") == 4 and "evaluating" not in printed
+    (checkpoint,) = folder.glob("*step=8.ckpt")
+    shutil.copy(next(folder.glob("*step=12.ckpt")), checkpoint)
+    code, printed = sweep(folder, tmp_path / "sweep", tiny_tasks, capsys)
+    assert code == 0 and printed.count("done already") == 3 and f"step 8: evaluating {checkpoint}" in printed
+    eight = json.loads((swept[8] / "results.json").read_text())["results"]
+    assert eight == json.loads((swept[12] / "results.json").read_text())["results"]
+    assert json.loads((swept[12] / "change.json").read_text())["changes"]["tiny_mc/acc_delta"] == 0.0  # 12 vs the new 8
+
+
+def test_eval_checkpoints_without_checkpoints_or_class_is_one_line(tmp_path, capsys):
+    from lmm_lightning.cli import main
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval-checkpoints", str(tmp_path / "empty"), "--tasks", "capitals_mc"])
+    assert exit_info.value.code == 2 and "no checkpoint in" in capsys.readouterr().err
