@@ -39,10 +39,17 @@ def test_quickstart(tmp_path):
 
 
 def test_train_and_eval(tmp_path):
-    notebook = execute("train_and_eval.ipynb", tmp_path, "STEPS = 40\nLIMIT = 40")
-    out = tmp_path / "outputs" / "train_and_eval"
-    before = json.loads((out / "before" / "results.json").read_text())["results"]["easy_vqa_mc"]["acc,none"]
-    after = json.loads((out / "after" / "results.json").read_text())["results"]["easy_vqa_mc"]["acc,none"]
+    notebook = execute("train_and_eval.ipynb", tmp_path, "STEPS = 40\nLIMIT = 40\nEVERY = 20")
+    out = tmp_path / "outputs" / "train_and_eval" / "benchmarks"
+    points = sorted(out.glob("step_*/results.json"))
+    assert [p.parent.name for p in points] == ["step_0000000", "step_0000020", "step_0000040"]
+    before, after = (json.loads(p.read_text())["results"]["easy_vqa_mc"]["acc,none"] for p in (points[0], points[-1]))
     assert after > before + 0.1  # forty steps already beat the random start by far
-    assert (out / "before_after.png").stat().st_size > 10_000
+    assert (out.parent / "score_vs_step.png").stat().st_size > 10_000 and (out / "scores.png").stat().st_size > 10_000
     assert "| easy_vqa_mc | acc | 40 |" in text_outputs(notebook)
+    (events,) = (out.parent / "tb").rglob("events.out.tfevents.*")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = EventAccumulator(str(events.parent))
+    logged.Reload()
+    assert [e.step for e in logged.Scalars("benchmark/easy_vqa_mc/acc")] == [0, 20, 40]
