@@ -1,5 +1,5 @@
-"""`BenchmarkEvaluation`: benchmarks scored inside `Trainer.fit`, on 1 and 2 processes (CPU DDP, subprocesses with a
-timeout), with the training untouched, the loggers fed, written points never recomputed, and a fault ending every rank."""
+"""`BenchmarkEvaluation`: benchmarks scored inside `Trainer.fit`, on 1 and 2 processes (CPU DDP and FSDP, subprocesses
+with a timeout), with the training untouched, the loggers fed, written points never recomputed, and a fault ending every rank."""
 
 import csv
 import json
@@ -45,8 +45,9 @@ def summary(out: Path) -> dict:
 def runs(dropout_model, tiny_tasks, tmp_path_factory) -> dict[str, Path]:
     """12 steps, a point every 4 (and at the start): with the callback on 1 and 2 processes, and without it."""
     root = tmp_path_factory.mktemp("runs")
-    out = {"one": root / "one", "two": root / "two", "without": root / "without"}
-    options = {"one": [], "two": ["--devices", "2"], "without": ["--no-callback"]}
+    out = {"one": root / "one", "two": root / "two", "fsdp": root / "fsdp", "without": root / "without"}
+    options = {"one": [], "two": ["--devices", "2"], "without": ["--no-callback"],
+               "fsdp": ["--devices", "2", "--strategy", "fsdp", "--no-checkpoints"]}
     for name, folder in out.items():
         done = train(dropout_model, tiny_tasks, folder, *options[name])
         assert done.returncode == 0, done.stderr[-3000:]
@@ -54,11 +55,11 @@ def runs(dropout_model, tiny_tasks, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_scores_are_identical_on_1_and_2_processes_and_training_is_untouched(runs):
-    one, two, without = (summary(runs[name]) for name in ("one", "two", "without"))
-    assert two["world_size"] == 2 and one["world_size"] == 1
+    one, two, fsdp, without = (summary(runs[name]) for name in ("one", "two", "fsdp", "without"))
+    assert two["world_size"] == fsdp["world_size"] == 2 and one["world_size"] == 1
     assert sorted(map(int, one["points"])) == one["computed"] == [0, 4, 8, 12]
-    assert two["points"] == one["points"]  # every metric, stderr, bound and paired change, bit for bit
-    assert one["losses"] == without["losses"] == two["losses"]  # the points took no draw, mode or gradient
+    assert two["points"] == one["points"] == fsdp["points"]  # every metric, stderr, bound and paired change, bit for bit
+    assert one["losses"] == without["losses"] == two["losses"] == fsdp["losses"]  # the points took no draw, mode or gradient
     assert len(set(one["losses"].values())) == 12  # training happened (dropout draws differ at every step)
     assert "tiny_mc/acc_delta" in one["points"]["4"] and "tiny_mc/acc_delta" not in one["points"]["0"]
     # the points' folders: results and samples as a standalone evaluation writes them, one per step
@@ -159,6 +160,16 @@ def test_a_users_own_module_with_a_hf_model_is_scored_as_the_shipped_model_score
         assert {t: point[t] for t in ("tiny_mc", "tiny_gen")} == {t: standalone.results["results"][t] for t in ("tiny_mc", "tiny_gen")}
     samples = (point_folder(tmp_path / "points", 2) / "samples_tiny_gen.jsonl").read_text()
     assert samples == (tmp_path / "standalone" / "samples_tiny_gen.jsonl").read_text()
+
+
+def test_points_come_once_per_optimizer_step_and_at_epoch_ends(tiny_model, tiny_tasks, tmp_path):
+    evaluation = BenchmarkEvaluation([str(tiny_tasks / "tiny_mc.yaml")], every_n_train_steps=3, every_n_epochs=1, limit=4,
+                                     output_dir=str(tmp_path / "points"), bootstrap_iters=0, comparison_iters=0)
+    trainer = Trainer(accelerator="cpu", devices=1, max_epochs=3, accumulate_grad_batches=2, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[evaluation])
+    trainer.fit(OwnModule(tiny_model), torch.utils.data.DataLoader(torch.randint(0, 100, (8, 8)), batch_size=2))
+    # 4 batches an epoch, 2 per optimizer step: steps 2, 4, 6 end the epochs; step 3 and 6 are every 3rd step
+    assert sorted(evaluation.seconds) == [2, 3, 4, 6] and list(written_points(tmp_path / "points")) == [2, 3, 4, 6]
 
 
 def draws() -> tuple:
