@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmm_lightning.data.datamodule import BenchmarkDataModule, RequestBatch, RequestDataset
-from lmm_lightning.data.sampler import BatchSize, plan_rank
+from lmm_lightning.data.sampler import BatchSize, holds_auto, plan_rank
 from lmm_lightning.errors import EXIT_FAILURE, EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation.failfast import PREDICTING, FailFast, check_same_requests, describe_batch, is_communication_error
 from lmm_lightning.evaluation.gather import ResponseCollector
@@ -31,7 +31,7 @@ from lmm_lightning.evaluation.result import EvaluationResult, Settings
 from lmm_lightning.evaluation.results import write_outputs
 from lmm_lightning.evaluation.scoring import Answers, Benchmark, evaluate
 from lmm_lightning.evaluation.trajectory import point_folder, record_change, write_trajectory, written_points
-from lmm_lightning.models.base import EvalModule, check_response
+from lmm_lightning.models.base import EvalModule, check_responses
 from lmm_lightning.requests import RequestType, Response
 
 # --- who answers: the module being trained ------------------------------------------------------------------
@@ -75,12 +75,7 @@ def by_request_type(module: Any, batch: RequestBatch) -> list[Response]:
     if not callable(method):
         task = batch.requests[0].task
         raise InputError(f"BenchmarkEvaluation: task '{task}' needs {type(module).__name__}.{name}(requests), which it does not have")
-    responses = method(batch.requests)
-    if len(responses) != len(batch.requests):
-        raise RuntimeError(f"{type(module).__name__}.{name} returned {len(responses)} responses for {len(batch.requests)} requests")
-    for request, response in zip(batch.requests, responses):
-        check_response(module, request, response)
-    return responses
+    return check_responses(module, batch.requests, method(batch.requests))
 
 
 # --- what an evaluation point must leave as it found ----------------------------------------------------------
@@ -167,6 +162,8 @@ class BenchmarkEvaluation(Callback):
                 raise InputError(f"BenchmarkEvaluation.{name}: expected a non-negative integer, got {value!r}")
         if every_n_train_steps is None and every_n_epochs is None and not at_start:
             raise InputError("BenchmarkEvaluation: give every_n_train_steps, every_n_epochs or at_start=True, else it never evaluates")
+        if holds_auto(batch_size):
+            raise InputError("BenchmarkEvaluation.batch_size: give a number (or one per request type); 'auto' probes memory, which a training run needs")
         if comparison_iters and not log_samples:
             raise InputError("BenchmarkEvaluation.comparison_iters: the paired comparison reads the samples; set log_samples=True or comparison_iters=0")
         self.data = BenchmarkDataModule(

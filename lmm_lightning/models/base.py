@@ -29,6 +29,15 @@ def check_response(model: Any, request: Request, response: Response) -> None:
         raise InvalidResponse(f"{where}: loglikelihood must be a float, got {type(response.logprob).__name__}")
 
 
+def check_responses(model: Any, requests: list[Request], responses: list[Response]) -> list[Response]:
+    """`responses`, once each is checked to answer its request (one response per request, in order)."""
+    if len(responses) != len(requests):
+        raise RuntimeError(f"{type(model).__name__} returned {len(responses)} responses for {len(requests)} requests")
+    for request, response in zip(requests, responses):
+        check_response(model, request, response)
+    return responses
+
+
 class EvalModule(LightningModule):
     """Base class of every evaluated model. Subclasses implement the two request types."""
 
@@ -62,12 +71,7 @@ class EvalModule(LightningModule):
         return self.generate_until(batch.requests)
 
     def predict_step(self, batch: RequestBatch, batch_idx: int = 0) -> list[Response]:
-        responses = self.answer(batch)
-        if len(responses) != len(batch.requests):
-            raise RuntimeError(f"{type(self).__name__} returned {len(responses)} responses for {len(batch.requests)} requests")
-        for request, response in zip(batch.requests, responses):
-            check_response(self, request, response)
-        return responses
+        return check_responses(self, batch.requests, self.answer(batch))
 
     @property
     def synced_generation(self) -> bool:

@@ -208,6 +208,8 @@ def test_a_module_that_cannot_answer_and_bad_options_are_errors_before_training(
         BenchmarkEvaluation(["capitals_mc"], every_n_train_steps=0)
     with pytest.raises(InputError, match="never evaluates"):
         BenchmarkEvaluation(["capitals_mc"])
+    with pytest.raises(InputError, match="batch_size: give a number"):
+        BenchmarkEvaluation(["capitals_mc"], every_n_epochs=1, batch_size="auto")
     with pytest.raises(InputError, match="comparison reads the samples"):
         BenchmarkEvaluation(["capitals_mc"], every_n_epochs=1, log_samples=False)
 
