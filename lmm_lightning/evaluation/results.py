@@ -106,6 +106,7 @@ def build_results(result: EvaluationResult) -> dict[str, Any]:
         "git_hash": _git_hash(),
         "date": time.time(),
         "confidence_intervals": {},
+        "standard_errors": {},
         "world_size": result.settings.world_size,
         "integrity": {},
         "splits": {},
@@ -134,11 +135,23 @@ def _metric_columns(metrics: dict[MetricKey, Estimate]) -> tuple[dict[str, Any],
     return values, intervals
 
 
+def standard_errors(metrics: dict[MetricKey, Estimate]) -> dict[str, dict[str, Any]]:
+    """What each metric's stderr and interval are (results.json `standard_errors`): the method, the resampling
+    units, and for clustered tasks the cluster key and count with the naive and bootstrap errors beside."""
+    out = {}
+    for key, estimate in metrics.items():
+        if estimate.method is not None:
+            method = {k: finite_or_none(v) for k, v in asdict(estimate.method).items() if v is not None}
+            out[key_text(key)] = {**method, "units": estimate.n}
+    return out
+
+
 def _add_task(out: dict[str, Any], result: TaskResult) -> None:
     name, spec = result.name, result.task.spec
     values, intervals = _metric_columns(result.metrics)
     out["results"][name] = {"alias": name, "samples": len(result.records), **values}
     out["confidence_intervals"][name] = intervals
+    out["standard_errors"][name] = standard_errors(result.metrics)
     # the metrics scored, the output type's defaults included (lm-eval's readers, zeno_visualize, go by them)
     out["configs"][name] = {**spec.to_dict(), "metric_list": [_metric_entry(m) for m in result.task.metrics]}
     out["versions"][name] = spec.version

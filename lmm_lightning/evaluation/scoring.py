@@ -155,6 +155,7 @@ class DocumentScores:
 
     values: dict[MetricKey, Any]
     per_repeat: dict[MetricKey, list[float]]
+    cluster: Any = None  # the document's value of the task's `cluster_key` (None: documents are the units)
 
 
 def score_task(
@@ -194,7 +195,7 @@ def score_task(
         except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
             raise _scoring_failed(task, doc_id, err) from err
         records.append(record)
-        scores.append(doc_scores)
+        scores.append(replace(doc_scores, cluster=cluster_of(task, doc_id, doc)))
     metrics = _aggregate(task, scores, bootstrap_iters, seed)
     metrics.update(_stability(records, scores, single_filter, bootstrap_iters, seed))
     integrity = _count_integrity(requests, answers, len(records), counts)
@@ -252,14 +253,33 @@ def _per_repeat(task: Task, doc: dict[str, Any], responses: list[Response]) -> d
     return out
 
 
+def cluster_of(task: Task, doc_id: int, doc: dict[str, Any]) -> Any:
+    """The document's cluster (its `cluster_key` field), or None for a task without one."""
+    key = task.spec.cluster_key
+    if key is None:
+        return None
+    if key not in doc or doc[key] is None:
+        raise InputError(f"{task.spec.source or task.name}: field 'cluster_key': document {doc_id} has no {key!r} "
+                         f"(its columns are {sorted(doc)}); expected a column every document has")
+    return doc[key]
+
+
 def _aggregate(task: Task, scores: list[DocumentScores], bootstrap_iters: int, seed: int) -> dict[MetricKey, Estimate]:
-    """Each metric's per-document values into one corpus estimate, with the task's aggregation."""
+    """Each metric's per-document values into one corpus estimate, with the task's aggregation (resampling the
+    task's clusters where it names a `cluster_key`)."""
     values: dict[MetricKey, list[Any]] = defaultdict(list)
+    clusters: dict[MetricKey, list[Any]] = defaultdict(list)
     for doc_scores in scores:
         for key, value in doc_scores.values.items():
             values[key].append(value)
+            clusters[key].append(doc_scores.cluster)
+    key_name = task.spec.cluster_key
     try:
-        return {key: aggregate(task.aggregation(key.metric), v, bootstrap_iters, seed) for key, v in values.items()}
+        return {
+            key: aggregate(task.aggregation(key.metric), v, bootstrap_iters, seed,
+                           clusters=clusters[key] if key_name else None, cluster_key=key_name)
+            for key, v in values.items()
+        }
     except Exception as err:  # noqa: BLE001
         raise _scoring_failed(task, None, err) from err
 

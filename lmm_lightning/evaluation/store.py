@@ -91,8 +91,8 @@ def config_digest(value: Any) -> str:
 
 def answer_config(config: dict[str, Any]) -> dict[str, Any]:
     """The part of a task's config the model's answers depend on: not the file it was read from, nor how a judge
-    scores the answers afterwards (a new judge prompt reuses the model's answers)."""
-    return {k: v for k, v in config.items() if k != "judge"} | {"source": None}
+    scores the answers afterwards (a new judge prompt reuses the model's answers), nor how errors are computed."""
+    return {k: v for k, v in config.items() if k not in ("judge", "cluster_key")} | {"source": None}
 
 
 def request_keys(requests: Sequence[Request], tasks: Mapping[str, Any], model_identity: str) -> list[str]:

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from lmm_lightning.metrics.bootstrap import (
-    Estimate, bootstrap_counts, mean_of_counts, mean_stderr, scalars, statistic_of_sample,
+    Estimate, SEMethod, bootstrap_cluster_counts, bootstrap_counts, cluster_index, cluster_mean_stderr, mean_of_counts,
+    mean_stderr, scalars, statistic_of_sample,
 )
 
 MME_PERCEPTION = (
@@ -221,11 +222,26 @@ def _analytic_mean(array: np.ndarray, confidence: float) -> Estimate:
     value = float(array.mean())
     stderr = mean_stderr(array)
     z = statistics.NormalDist().inv_cdf((1.0 + confidence) / 2.0)
-    return Estimate(value, stderr, value - z * stderr, value + z * stderr, len(array))
+    return Estimate(value, stderr, value - z * stderr, value + z * stderr, len(array), SEMethod("analytic", "normal"))
+
+
+def _cluster_analytic_mean(array: np.ndarray, clusters: list, cluster_key: str, confidence: float) -> Estimate:
+    """Mean with the cluster-robust stderr and a normal interval (no resampling asked for)."""
+    value = float(array.mean())
+    stderr = cluster_mean_stderr(array, clusters)
+    z = statistics.NormalDist().inv_cdf((1.0 + confidence) / 2.0)
+    method = SEMethod("cluster-robust", "normal", cluster_key, cluster_index(clusters)[1], naive_stderr=mean_stderr(array))
+    return Estimate(value, stderr, value - z * stderr, value + z * stderr, method.clusters, method)
 
 
 def aggregate(
-    name: str | Callable[[list], float], values: list, bootstrap_iters: int, seed: int, confidence: float = 0.95
+    name: str | Callable[[list], float],
+    values: list,
+    bootstrap_iters: int,
+    seed: int,
+    confidence: float = 0.95,
+    clusters: list | None = None,
+    cluster_key: str | None = None,
 ) -> Estimate:
     """Score per-document `values` with aggregation `name`, with a standard error and interval.
 
@@ -234,6 +250,10 @@ def aggregate(
     aggregation's is the bootstrap's. With `bootstrap_iters` < 2 (or a
     single document) "mean" falls back to the analytic stderr and a normal interval, and every other
     aggregation reports a nan stderr and interval.
+
+    With `clusters` (one key per document: its image, passage or video), documents of a cluster are resampled
+    together (`bootstrap_cluster_counts`) and a mean's stderr is the cluster-robust one; `n` is then the number
+    of clusters. An aggregation whose rows are not documents (MME's pairs) keeps its own resampling units.
     """
     if callable(name):  # a task's own `aggregation: !function`: its value; no stderr, as lm-evaluation-harness
         nan = float("nan")
@@ -242,6 +262,8 @@ def aggregate(
     if len(values) == 0:
         raise ValueError(f"aggregation {name!r} got no values")
     array = aggregation.to_array(values)
+    if clusters is not None and len(clusters) == len(array) == len(values):
+        return _clustered(name, aggregation, array, clusters, cluster_key or "cluster", bootstrap_iters, seed, confidence)
     if name == "mean" and (bootstrap_iters < 2 or len(array) < 2):
         return _analytic_mean(array, confidence)
     if bootstrap_iters < 2:
@@ -249,5 +271,24 @@ def aggregate(
         return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, len(array))
     estimate = bootstrap_counts(aggregation.fn, array, iters=bootstrap_iters, seed=seed, confidence=confidence)
     if name == "mean":  # the closed form lm-evaluation-harness reports; the interval stays the bootstrap's
-        return replace(estimate, stderr=mean_stderr(array))
-    return estimate
+        method = SEMethod("analytic", "percentile", bootstrap_stderr=estimate.stderr)
+        return replace(estimate, stderr=mean_stderr(array), method=method)
+    return replace(estimate, method=SEMethod("bootstrap", "percentile"))
+
+
+def _clustered(
+    name: str, aggregation: "Aggregation", array: np.ndarray, clusters: list, cluster_key: str, bootstrap_iters: int,
+    seed: int, confidence: float,
+) -> Estimate:
+    """`aggregate` over clusters: the cluster bootstrap's interval, and for a mean the cluster-robust stderr."""
+    if name == "mean" and (bootstrap_iters < 2 or cluster_index(clusters)[1] < 2):
+        return _cluster_analytic_mean(array, clusters, cluster_key, confidence)
+    if bootstrap_iters < 2:
+        nan = float("nan")
+        return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, cluster_index(clusters)[1])
+    estimate = bootstrap_cluster_counts(aggregation.fn, array, clusters, iters=bootstrap_iters, seed=seed, confidence=confidence)
+    if name == "mean":
+        method = SEMethod("cluster-robust", "cluster-percentile", cluster_key, estimate.n,
+                          bootstrap_stderr=estimate.stderr, naive_stderr=mean_stderr(array))
+        return replace(estimate, stderr=cluster_mean_stderr(array, clusters), method=method)
+    return replace(estimate, method=SEMethod("cluster-bootstrap", "cluster-percentile", cluster_key, estimate.n))

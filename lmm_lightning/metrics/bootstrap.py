@@ -8,6 +8,7 @@ Every random number comes from `np.random.default_rng(seed)`: same seed, same `E
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -20,13 +21,30 @@ _MAX_UNIQUE = 64
 @dataclass(frozen=True)
 class Estimate:
     """A point estimate with its standard error, a confidence interval, and `n`: how many resampling
-    units (documents; MME images) it was computed from. stderr and the interval are nan when undefined."""
+    units (documents; MME images; clusters) it was computed from. stderr and the interval are nan when
+    undefined. `method` says what the stderr and the interval are (results.json `standard_errors`)."""
 
     value: float
     stderr: float
     ci_lower: float
     ci_upper: float
     n: int
+    method: "Optional[SEMethod]" = None
+
+
+@dataclass(frozen=True)
+class SEMethod:
+    """How an Estimate's uncertainty was computed: `stderr` "analytic" (CLT), "bootstrap", "cluster-robust"
+    (the analytic cluster-robust standard error of a mean) or "cluster-bootstrap"; `interval` "normal",
+    "percentile" or "cluster-percentile"; with clusters, their key and count, the other standard errors for
+    comparison (the cluster bootstrap's, and the naive one that treats documents as independent)."""
+
+    stderr: str
+    interval: str
+    cluster_key: Optional[str] = None
+    clusters: Optional[int] = None
+    bootstrap_stderr: Optional[float] = None
+    naive_stderr: Optional[float] = None
 
 
 def mean_stderr(values: np.ndarray | list[float]) -> float:
@@ -39,6 +57,72 @@ def mean_stderr(values: np.ndarray | list[float]) -> float:
     if x.size < 2:
         return float("nan")
     return float(x.std(ddof=1) / np.sqrt(x.size))
+
+
+def cluster_mean_stderr(values: np.ndarray | list[float], clusters: np.ndarray | list) -> float:
+    """Analytic cluster-robust standard error of the mean (the sandwich estimator with the G/(G-1) small-sample
+    factor): sqrt(G/(G-1) * sum_g (sum_{i in g} (x_i - mean))^2) / n. Documents in one cluster (two questions
+    about one image) are not independent; this is the closed form that allows for it. nan for fewer than 2 clusters.
+
+    >>> round(cluster_mean_stderr([1, 1, 0, 0], ["a", "a", "b", "b"]), 4)  # two perfectly correlated pairs
+    0.5
+    >>> round(cluster_mean_stderr([1, 0, 1, 0], [0, 1, 2, 3]), 4) == round(mean_stderr([1, 0, 1, 0]), 4)
+    True
+    """
+    x = np.asarray(values, dtype=np.float64)
+    index, g = cluster_index(clusters)
+    if g < 2:
+        return float("nan")
+    sums = np.bincount(index, weights=x - x.mean(), minlength=g)
+    return float(np.sqrt(g / (g - 1) * np.sum(sums**2)) / x.size)
+
+
+def cluster_index(clusters: np.ndarray | list) -> tuple[np.ndarray, int]:
+    """Each document's cluster as 0..G-1 (in order of the sorted keys), and G.
+
+    >>> cluster_index(["b", "a", "b"])
+    (array([1, 0, 1]), 2)
+    """
+    _, index = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    return index.reshape(-1), int(index.max()) + 1 if len(index) else 0
+
+
+def bootstrap_cluster_counts_statistics(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    values: np.ndarray | list,
+    clusters: np.ndarray | list,
+    iters: int = 100_000,
+    seed: int = 1234,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> np.ndarray:
+    """The `iters` cluster-bootstrap replicates of a statistic of counts, shape (iters,): each replicate draws
+    G clusters with replacement (Multinomial(G, 1/G) multiplicities) and counts every document as often as its
+    cluster was drawn, so documents of one cluster always travel together."""
+    x = np.asarray(values)
+    index, g = cluster_index(clusters)
+    rng = np.random.default_rng(seed)
+    out = []
+    for size in chunks(iters, 8 * (g + len(x)), chunk_bytes):
+        drawn = rng.multinomial(g, np.full(g, 1.0 / g), size=size).astype(np.float64)  # (size, G)
+        out.append(statistic(x, drawn[:, index]))
+    return np.concatenate(out)
+
+
+def bootstrap_cluster_counts(
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    values: np.ndarray | list,
+    clusters: np.ndarray | list,
+    iters: int = 100_000,
+    seed: int = 1234,
+    confidence: float = 0.95,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Estimate:
+    """Cluster-bootstrap estimate of a statistic of counts; `n` is the number of clusters."""
+    x = np.asarray(values)
+    _check(len(x), iters, confidence)
+    _, g = cluster_index(clusters)
+    stats = bootstrap_cluster_counts_statistics(statistic, x, clusters, iters, seed, chunk_bytes)
+    return _summarize(statistic_of_sample(statistic, x), stats, g, confidence)
 
 
 def percentile_ci(stats: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:

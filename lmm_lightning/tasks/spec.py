@@ -249,6 +249,9 @@ class TaskSpec:
     strip_generation: bool = True
     reasoning_tags: list[list[str]] = field(default_factory=lambda: [list(t) for t in DEFAULT_REASONING_TAGS])
     repeats: int = 1
+    # The document field naming the unit documents share (an image, a passage, a video): standard errors and
+    # intervals then resample these clusters, not documents (two questions about one image are not independent).
+    cluster_key: Optional[str] = None
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     filter_list: list[dict[str, Any]] = field(default_factory=list)
     process_results: Any = None
@@ -316,8 +319,9 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as written into results.json `configs` (functions as `!function module.attr`)."""
         out = _plain(asdict(self))
-        if out["judge"] is None:
-            del out["judge"]  # written only for a judged task
+        for key in ("judge", "cluster_key"):
+            if out[key] is None:
+                del out[key]  # written only for a judged or clustered task
         return out
 
     @classmethod
@@ -497,6 +501,7 @@ def _check_field_types(raw: dict[str, Any], path: Path) -> None:
     if raw.get("fewshot_sampler", "random") not in ("random", "first_n"):
         raise _error(path, "fewshot_sampler", "'random' or 'first_n'", raw["fewshot_sampler"])
     _check_type(path, raw, "filter_list", (list,), "a list of {name: ..., filter: [...]} mappings")
+    _check_type(path, raw, "cluster_key", (str,), "the name of a document field (e.g. image_id)")
     for key in ("num_fewshot", "repeats"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):
             raise _error(path, key, "a non-negative integer" if key == "num_fewshot" else "a positive integer", raw[key])

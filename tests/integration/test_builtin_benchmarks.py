@@ -139,6 +139,15 @@ def test_mmlu_group_covers_57_subjects_in_4_categories():
 def test_vision_benchmark_runs_end_to_end(vision_results, name):
     check_metrics(vision_results, name, VISION_METRICS[name])
     assert vision_results["integrity"][name]["requests_expected"] == vision_results["integrity"][name]["requests_answered"]
+    errors = vision_results["standard_errors"][name]
+    clustered = {"pope": "image_source", "mme": "question_id"}
+    for key, method in errors.items():  # every number says which standard error it is
+        assert method["stderr"] in ("analytic", "bootstrap", "cluster-robust", "cluster-bootstrap"), (key, method)
+        if name in clustered and method["stderr"].startswith("cluster"):
+            assert method["cluster_key"] == clustered[name] and method["units"] == method["clusters"]
+    if name == "pope":  # its 4 fixture questions are about 4 images: 4 clusters
+        assert errors["pope_accuracy,none"]["stderr"] == "cluster-robust" and errors["pope_accuracy,none"]["clusters"] == 4
+        assert errors["pope_f1_score,none"]["stderr"] == "cluster-bootstrap"  # no closed form: clusters resampled
 
 
 class Scripted(EvalModule):
