@@ -42,6 +42,13 @@ def evaluate(args: list[str]) -> Optional[int]:
     return run_eval(args)
 
 
+def power(args: list[str]) -> int:
+    """`lmm-lightning power RUN [--baseline RUN] [--effect D]`: power.py parses its own options."""
+    from lmm_lightning.power import main
+
+    return main(args)
+
+
 def evaluate_checkpoints(args: list[str]) -> Optional[int]:
     """`lmm-lightning eval-checkpoints DIR --tasks a,b`: each checkpoint of a training run, in step order."""
     from lmm_lightning.checkpoints import main as run_checkpoints
@@ -149,6 +156,7 @@ SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {
     "predict": (predict, "evaluate from a LightningCLI config: --config cfg.yaml [--section.key value] (`predict --help`)"),
     "tasks": (list_tasks, "list tasks with modality and output type; `tasks --show TASK` prints its YAML and prompts"),
     "compare": (compare, "compare two results folders per document: B - A, an interval, a p-value (`compare --help`)"),
+    "power": (power, "how small a difference a run can detect, and the documents a difference needs (`power --help`)"),
     "eval-checkpoints": (evaluate_checkpoints, "evaluate every checkpoint in a folder by step: a table and a plot against the step"),
 }
 
@@ -180,7 +188,7 @@ def unknown_subcommand(name: Optional[str]) -> str:
     """The one-line complaint about a missing or unknown subcommand.
 
     >>> unknown_subcommand("predcit")
-    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {eval,predict,tasks,compare,eval-checkpoints})"
+    "command line: unknown subcommand 'predcit'; did you mean 'predict'? (expected one of {eval,predict,tasks,compare,power,eval-checkpoints})"
     """
     expected = f"one of {{{','.join(SUBCOMMANDS)}}}"
     if name is None:

@@ -104,8 +104,8 @@ def test_a_finished_predict_run_returns_to_an_in_process_caller(monkeypatch):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        ([], "expected a subcommand, one of {eval,predict,tasks,compare,eval-checkpoints}"),
-        (["bogus"], "unknown subcommand 'bogus' (expected one of {eval,predict,tasks,compare,eval-checkpoints})"),
+        ([], "expected a subcommand, one of {eval,predict,tasks,compare,power,eval-checkpoints}"),
+        (["bogus"], "unknown subcommand 'bogus' (expected one of {eval,predict,tasks,compare,power,eval-checkpoints})"),
         (["predcit"], "did you mean 'predict'?"),
     ],
 )

@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -107,6 +107,9 @@ def build_results(result: EvaluationResult) -> dict[str, Any]:
         "date": time.time(),
         "confidence_intervals": {},
         "standard_errors": {},
+        # per metric: the smallest true difference from another run of the same spread that a comparison detects
+        # with 80 % power at alpha 0.05 (two-sided), from its stderr (`lmm-lightning power` for more)
+        "minimum_detectable_difference": {},
         "world_size": result.settings.world_size,
         "integrity": {},
         "splits": {},
@@ -135,6 +138,13 @@ def _metric_columns(metrics: dict[MetricKey, Estimate]) -> tuple[dict[str, Any],
     return values, intervals
 
 
+def detectable_differences(metrics: dict[MetricKey, Estimate]) -> dict[str, float]:
+    """Each metric's minimum detectable difference at 80 % power (`power.mde_from_stderr`), where it has a stderr."""
+    from lmm_lightning.power import mde_from_stderr
+
+    return {key_text(key): mde_from_stderr(e.stderr) for key, e in metrics.items() if math.isfinite(e.stderr) and e.stderr > 0}
+
+
 def standard_errors(metrics: dict[MetricKey, Estimate]) -> dict[str, dict[str, Any]]:
     """What each metric's stderr and interval are (results.json `standard_errors`): the method, the resampling
     units, and for clustered tasks the cluster key and count with the naive and bootstrap errors beside."""
@@ -152,6 +162,7 @@ def _add_task(out: dict[str, Any], result: TaskResult) -> None:
     out["results"][name] = {"alias": name, "samples": len(result.records), **values}
     out["confidence_intervals"][name] = intervals
     out["standard_errors"][name] = standard_errors(result.metrics)
+    out["minimum_detectable_difference"][name] = detectable_differences(result.metrics)
     # the metrics scored, the output type's defaults included (lm-eval's readers, zeno_visualize, go by them)
     out["configs"][name] = {**spec.to_dict(), "metric_list": [_metric_entry(m) for m in result.task.metrics]}
     out["versions"][name] = spec.version
@@ -319,6 +330,7 @@ class Run:
     metrics: dict[str, list[MetricKey]]
     groups: frozenset[str]
     samples: dict[str, list[dict[str, Any]]]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # each task's config (its cluster_key, ...)
 
 
 def load_run(folder: Union[str, Path]) -> Run:
@@ -347,7 +359,7 @@ def load_run(folder: Union[str, Path]) -> Run:
             with open(sample_path) as handle:
                 lines = [json.loads(line) for line in handle if line.strip()]
             samples[task] = merged_samples(lines) if lm_eval else lines
-    return Run(path.parent, metrics, groups, samples)
+    return Run(path.parent, metrics, groups, samples, dict(document.get("configs") or {}))
 
 
 # --- lm-evaluation-harness's layout: <output_path>/<model>/results_<time>.json, samples_<task>_<time>.jsonl ---
