@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -44,6 +44,25 @@ class Comparison:
     ci_lower: float
     ci_upper: float
     p_value: float
+    candidate: str = ""  # B's folder, when a baseline is compared with several runs
+    p_holm: float = float("nan")  # p_value corrected across every row compared together (Holm)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order): the k-th smallest times (m - k + 1), kept monotone
+    and at most 1. A difference "holds" at level alpha when its adjusted p-value is below alpha; the chance
+    that any true null among the m is rejected stays at most alpha.
+
+    >>> holm([0.01, 0.04, 0.03, 0.005])
+    [0.03, 0.06, 0.06, 0.02]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = round(running, 12)
+    return adjusted
 
 
 def per_document(records: list[dict[str, Any]], key: MetricKey) -> Optional[dict[int, float]]:
@@ -146,25 +165,48 @@ def compare_task_metric(
     return (row, None) if row is not None else (None, f"{task} {key_text(key)}: the runs share no doc_id")
 
 
+def compare_many(
+    baseline: Run, candidates: list[Run], iters: int = 10_000, seed: int = 1234, confidence: float = 0.95,
+    tasks: Optional[list[str]] = None,
+) -> tuple[list[Comparison], list[str]]:
+    """Each candidate against the baseline (`compare_runs`), every p-value then corrected across all the tasks,
+    metrics and candidates compared (`holm`)."""
+    rows, notes = [], []
+    for run in candidates:
+        more, said = compare_runs(baseline, run, iters, seed, confidence, tasks)
+        rows += [replace(r, candidate=str(run.folder)) for r in more]
+        notes += [f"{run.folder}: {note}" for note in said] if len(candidates) > 1 else said
+    adjusted = holm([r.p_value for r in rows])
+    return [replace(r, p_holm=p) for r, p in zip(rows, adjusted)], notes
+
+
 def format_comparison(rows: list[Comparison], confidence: float = 0.95) -> str:
-    """A markdown table: paired means, B - A, its interval and p-value."""
+    """A markdown table: paired means, B - A, its interval and p-value; with Holm-corrected p-values, whether
+    the difference holds at 1 - confidence once every comparison made is accounted for."""
     pct = f"{100 * confidence:g}%"
-    lines = [f"| Task | Metric | n | A | B | B-A | {pct} CI | p |", "|---|---|---|---|---|---|---|---|"]
+    several = len({r.candidate for r in rows}) > 1
+    holm_columns = any(not math.isnan(r.p_holm) for r in rows)
+    head = (["B"] if several else []) + ["Task", "Metric", "n", "A", "B" if not several else "mean", "B-A", f"{pct} CI", "p"]
+    head += ["Holm p", "holds"] if holm_columns else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fmt = lambda v: "N/A" if v is None or math.isnan(v) else f"{v:.4f}"
-    last_task = None
+    p_text = lambda p: f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+    last = None
     for r in rows:
-        cells = [
-            r.task if r.task != last_task else "",
+        cells = ([r.candidate] if several else []) + [
+            r.task if (r.candidate, r.task) != last else "",
             short_name(r.key),
             str(r.n),
             fmt(r.a),
             fmt(r.b),
             f"{r.difference:+.4f}",
             f"[{fmt(r.ci_lower)}, {fmt(r.ci_upper)}]",
-            f"{r.p_value:.4f}" if r.p_value >= 1e-4 else f"{r.p_value:.1e}",
+            p_text(r.p_value),
         ]
+        if holm_columns:
+            cells += [p_text(r.p_holm), "yes" if r.p_holm < 1 - confidence else "no"]
         lines.append("| " + " | ".join(cells) + " |")
-        last_task = r.task
+        last = (r.candidate, r.task)
     return "\n".join(lines)
 
 
@@ -175,7 +217,7 @@ def comparison_json(rows: list[Comparison]) -> str:
         [
             {"task": r.task, "metric": key_text(r.key), "n": r.n, "a": clean(r.a), "b": clean(r.b),
              "difference": clean(r.difference), "ci_lower": clean(r.ci_lower), "ci_upper": clean(r.ci_upper),
-             "p_value": clean(r.p_value)}
+             "p_value": clean(r.p_value), "p_holm": clean(r.p_holm), "candidate": r.candidate}
             for r in rows
         ],
         indent=2,
@@ -189,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
         "bootstrap confidence interval and a two-sided sign-flip (randomization) test p-value.",
     )
     p.add_argument("run_a", help="results folder A (the baseline)")
-    p.add_argument("run_b", help="results folder B")
+    p.add_argument("run_b", nargs="+", help="results folder B, or several candidates (p-values Holm-corrected across all)")
     p.add_argument("--tasks", nargs="+", help="only these tasks")
     p.add_argument("--iters", type=int, default=10_000, help="bootstrap resamples and random sign flips (default 10000)")
     p.add_argument("--seed", type=int, default=1234)
@@ -201,15 +243,15 @@ def parser() -> argparse.ArgumentParser:
 def main(args: list[str]) -> int:
     options = parser().parse_args(args)
     try:
-        run_a, run_b = load_run(options.run_a), load_run(options.run_b)
-        rows, notes = compare_runs(run_a, run_b, options.iters, options.seed, options.confidence, options.tasks)
+        run_a, candidates = load_run(options.run_a), [load_run(b) for b in options.run_b]
+        rows, notes = compare_many(run_a, candidates, options.iters, options.seed, options.confidence, options.tasks)
     except InputError as err:
         print(f"lmm-lightning compare: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     if options.json:
         print(comparison_json(rows))
     else:
-        print(f"A = {run_a.folder}\nB = {run_b.folder}\n")
+        print(f"A = {run_a.folder}\nB = {', '.join(str(c.folder) for c in candidates)}\n")
         print(format_comparison(rows, options.confidence))
     for note in notes:
         print(f"skipped: {note}", file=sys.stderr)

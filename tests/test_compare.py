@@ -144,4 +144,24 @@ def test_console_entry_dispatches_compare(tmp_path, capsys):
     assert exit.value.code == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["difference"] == 0.5 and row["n"] == 2 and row["metric"] == "acc,none"
-    assert list(row) == ["task", "metric", "n", "a", "b", "difference", "ci_lower", "ci_upper", "p_value"]
+    assert list(row) == ["task", "metric", "n", "a", "b", "difference", "ci_lower", "ci_upper", "p_value", "p_holm", "candidate"]
+    assert row["p_holm"] == row["p_value"]  # one comparison: nothing to correct
+
+
+def test_a_baseline_against_several_runs_corrects_every_p_value_with_holm(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    base = list((rng.random(300) < 0.5).astype(float))
+    better = [1.0 if rng.random() < 0.3 else x for x in base]  # about 15 points better: a real difference
+    same = [x if rng.random() < 0.9 else 1 - x for x in base]  # flips 10 % at random: no real difference
+    a, b, c = write_run(tmp_path / "a", {"t": base}), write_run(tmp_path / "b", {"t": better}), write_run(tmp_path / "c", {"t": same})
+    assert main([str(a), str(b), str(c), "--iters", "2000", "--json"]) == 0
+    rows = {Path(r["candidate"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["b"]["p_value"] < rows["c"]["p_value"]
+    ordered = sorted(rows.values(), key=lambda r: r["p_value"])
+    assert ordered[0]["p_holm"] == pytest.approx(min(1.0, 2 * ordered[0]["p_value"]))
+    assert ordered[1]["p_holm"] == pytest.approx(max(ordered[0]["p_holm"], min(1.0, ordered[1]["p_value"])))
+    assert main([str(a), str(b), str(c), "--iters", "2000"]) == 0
+    table = capsys.readouterr().out
+    assert "| Holm p | holds |" in table
+    lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith(f"| {tmp_path}")}
+    assert lines[str(b)].rstrip().endswith("| yes |") and lines[str(c)].rstrip().endswith("| no |")
