@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.fixtures.ports import free_port
 
 TIMEOUT_S = 300
 BIN = Path(sys.executable).parent
@@ -85,7 +86,7 @@ def test_two_processes_ddp_match_one(tmp_path, single):
 
 def test_torchrun_matches_one(tmp_path, single):
     config, expected, _ = single
-    run([str(BIN / "torchrun"), "--nproc_per_node", "2", *cli(config, tmp_path / "out")[1:]], tmp_path)
+    run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), *cli(config, tmp_path / "out")[1:]], tmp_path)
     got = outputs(tmp_path / "out")
     assert got["samples"] == expected["samples"] and got["results"] == expected["results"]
     assert got["doc"]["world_size"] == 2
@@ -93,7 +94,7 @@ def test_torchrun_matches_one(tmp_path, single):
 
 def test_accelerate_launch_matches_one(tmp_path, single):
     config, expected, _ = single
-    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port())]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     run([*launch, *cli(config, tmp_path / "out")[1:]], tmp_path)
     got = outputs(tmp_path / "out")

@@ -17,7 +17,6 @@ write what they saw (forwards per batch, the batch size they agreed, how the mod
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.fixtures.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
@@ -32,10 +32,6 @@ PROBE_OOM_ABOVE = 2  # rank 1's simulated memory: a probe of more sequences runs
 MAX_BATCH = 8
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def torchrun(scenario: str, out: Path, *args: str) -> list[dict]:

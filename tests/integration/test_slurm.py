@@ -8,7 +8,6 @@ PATH that records its arguments, and SIGUSR1 sent to every task as `#SBATCH --si
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,12 @@ from lmm_lightning.data import BenchmarkDataModule
 from lmm_lightning.lightning_cli import TRAINER_DEFAULTS, EvalCLI, command_line
 from lmm_lightning.models import EvalModule
 from tests.integration.reliability.test_hangs import REPO, write_config
+from tests.fixtures.ports import free_port
 
 JOB = "4242"
 TOTAL_LINES = 2 * 8 * 4  # 2 ranks x 8 batches of 4 requests (tiny_mc + tiny_gen)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def slurm_env(rank: int, ntasks: int, port: int, bin_dir: Path) -> dict[str, str]:

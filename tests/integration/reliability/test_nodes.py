@@ -10,7 +10,6 @@ other died). Every node runs in a session of its own that is killed afterwards, 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from tests.integration.reliability.test_hangs import write_config
 from tests.integration.test_end_to_end import outputs
+from tests.fixtures.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]  # on PYTHONPATH: the tests package and its fixtures
 BIN = Path(sys.executable).parent
@@ -53,10 +53,6 @@ class Node:
         return [line for line in self.stderr.splitlines() if line.startswith("lmm-lightning:")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_nodes(cfg: Path, outs: list[Path], nproc: int, marker: str = "") -> list[subprocess.Popen]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.reliability.test_hangs import HANG_S, Run, run_eval, write_config
+from tests.fixtures.ports import free_port
 
 BIN = Path(sys.executable).parent
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -90,6 +91,6 @@ def test_rank_0_killed_is_named_by_the_survivor_with_where_it_was(tmp_path, tiny
 def test_a_rank_killed_under_torchrun_is_named(tmp_path, tiny_model, tiny_tasks):
     """torchrun stops the survivors with SIGTERM when a worker dies: they name the dead rank, not the signal."""
     cfg = write_config(tmp_path, tiny_model, tiny_tasks, fail_rank=1, fail_at_batch=2, mode="kill", delay_s=0.2)
-    run = run_eval(cfg, tmp_path / "out", launcher=[str(BIN / "torchrun"), "--nproc_per_node", "2"])
+    run = run_eval(cfg, tmp_path / "out", launcher=[str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())])
     assert run.returncode != 0
     assert any("rank 1" in line and ("gone" in line or "exited" in line) for line in run.messages), run.stderr[-4000:]
