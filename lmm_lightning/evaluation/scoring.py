@@ -6,6 +6,7 @@ No trainer and no callback state: the callback gathers the answers and hands the
 """
 
 import math
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
@@ -275,13 +276,39 @@ def _aggregate(task: Task, scores: list[DocumentScores], bootstrap_iters: int, s
             clusters[key].append(doc_scores.cluster)
     key_name = task.spec.cluster_key
     try:
-        return {
+        out = {
             key: aggregate(task.aggregation(key.metric), v, bootstrap_iters, seed,
                            clusters=clusters[key] if key_name else None, cluster_key=key_name)
             for key, v in values.items()
         }
     except Exception as err:  # noqa: BLE001
         raise _scoring_failed(task, None, err) from err
+    for key, estimate in out.items():
+        warn_if_errors_disagree(task.name, key, estimate)
+    return out
+
+
+class StatisticsWarning(UserWarning):
+    """A metric's analytic and bootstrap standard errors disagree: too few documents, or a skewed score."""
+
+
+DISAGREEMENT = 0.25  # the share by which the analytic and bootstrap standard errors may differ before a warning
+
+
+def warn_if_errors_disagree(task: str, key: MetricKey, estimate: Estimate) -> None:
+    """Warn when a mean's closed-form stderr and its bootstrap's differ by more than `DISAGREEMENT` of the larger:
+    their interval is then not to be trusted (small n, skew); results.json `standard_errors` holds both."""
+    method = estimate.method
+    analytic, bootstrap = estimate.stderr, method.bootstrap_stderr if method is not None else None
+    if bootstrap is None or not (math.isfinite(analytic) and math.isfinite(bootstrap)) or max(analytic, bootstrap) <= 0:
+        return
+    share = abs(analytic - bootstrap) / max(analytic, bootstrap)
+    if share > DISAGREEMENT:
+        warnings.warn(
+            f"{task} {key.metric},{key.filter}: the {method.stderr} standard error {analytic:.4g} and the bootstrap's "
+            f"{bootstrap:.4g} differ by {100 * share:.0f}% ({estimate.n} units): too few documents or a skewed score "
+            "for either to be trusted", StatisticsWarning,
+        )
 
 
 def _stability(

@@ -84,3 +84,18 @@ def test_cluster_robust_stderr_matches_its_closed_form_by_hand():
     expected = np.sqrt(3 / 2 * (1 + 0.25 + 0.25)) / 6
     assert cluster_mean_stderr(values, clusters) == pytest.approx(expected)
     assert np.isnan(cluster_mean_stderr([1, 0, 1], ["x", "x", "x"]))  # one cluster: nothing to say about the spread
+
+
+def test_a_warning_when_the_analytic_and_bootstrap_errors_disagree():
+    import warnings
+
+    from lmm_lightning.evaluation.result import MetricKey
+    from lmm_lightning.evaluation.scoring import StatisticsWarning, warn_if_errors_disagree
+
+    two = aggregate("mean", [0.0, 1.0], 4000, seed=1)  # analytic 0.5, bootstrap about 0.35: two documents say little
+    with pytest.warns(StatisticsWarning, match=r"t acc,none: the analytic standard error 0.5 and the bootstrap's 0.3\d+ differ by 2\d%"):
+        warn_if_errors_disagree("t", MetricKey("acc", "none"), two)
+    many = aggregate("mean", list((np.random.default_rng(1).random(400) < 0.3).astype(float)), 4000, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_errors_disagree("t", MetricKey("acc", "none"), many)
