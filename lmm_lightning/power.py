@@ -100,6 +100,7 @@ def power_rows(run: Any, baseline: Any = None, effect: Optional[float] = None, a
         if tasks and task not in tasks:
             continue
         cluster_key = (run.configs.get(task) or {}).get("cluster_key")
+        by_doc = {int(r["doc_id"]): r["doc"].get(cluster_key) for r in records if isinstance(r.get("doc"), dict)} if cluster_key else {}
         for key in run.metrics.get(task, []):
             mine = per_document(records, key)
             if mine is None or len(mine) < 2:
@@ -116,7 +117,6 @@ def power_rows(run: Any, baseline: Any = None, effect: Optional[float] = None, a
             else:
                 values = np.array([mine[d] for d in docs])
                 sd = math.sqrt(2.0) * float(values.std(ddof=1))
-            by_doc = {int(r["doc_id"]): r["doc"].get(cluster_key) for r in records if isinstance(r.get("doc"), dict)} if cluster_key else {}
             clusters = [by_doc.get(d) for d in docs] if cluster_key and all(by_doc.get(d) is not None for d in docs) else None
             effect_of_design = design_effect(values, clusters)
             mde = minimum_detectable_effect(sd, len(docs), alpha, power, effect_of_design)

@@ -281,11 +281,12 @@ def _clustered(
     seed: int, confidence: float,
 ) -> Estimate:
     """`aggregate` over clusters: the cluster bootstrap's interval, and for a mean the cluster-robust stderr."""
-    if name == "mean" and (bootstrap_iters < 2 or cluster_index(clusters)[1] < 2):
+    _, n_clusters = cluster_index(clusters)
+    if name == "mean" and (bootstrap_iters < 2 or n_clusters < 2):
         return _cluster_analytic_mean(array, clusters, cluster_key, confidence)
     if bootstrap_iters < 2:
         nan = float("nan")
-        return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, cluster_index(clusters)[1])
+        return Estimate(statistic_of_sample(aggregation.fn, array), nan, nan, nan, n_clusters)
     estimate = bootstrap_cluster_counts(aggregation.fn, array, clusters, iters=bootstrap_iters, seed=seed, confidence=confidence)
     if name == "mean":
         method = SEMethod("cluster-robust", "cluster-percentile", cluster_key, estimate.n,
