@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
@@ -237,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--plot", metavar="PATH", help="also draw the paired differences with their intervals: PATH.png and PATH.html")
     return p
 
 
@@ -253,6 +255,11 @@ def main(args: list[str]) -> int:
     else:
         print(f"A = {run_a.folder}\nB = {', '.join(str(c.folder) for c in candidates)}\n")
         print(format_comparison(rows, options.confidence))
+    if options.plot and rows:
+        from lmm_lightning.evaluation.plots import write_comparison_plots
+
+        png, page = write_comparison_plots(Path(options.plot), rows, options.confidence)
+        print(f"plot: {png} and {page}", file=sys.stderr)
     for note in notes:
         print(f"skipped: {note}", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.judge import Judge, check_judged
 from lmm_lightning.evaluation.loggers import log_results
+from lmm_lightning.evaluation.plots import draw_plots
 from lmm_lightning.evaluation.result import EvaluationResult, Settings
 from lmm_lightning.evaluation.results import (
     LAYOUTS, RunInfo, dataset_card, model_name, sanitize_model_name, write_atomic, write_lm_eval_outputs, write_outputs,
@@ -175,6 +176,8 @@ class EvaluationCallback(Callback):
             a served `OpenAIModel` or a local `HFCausalLM`; it runs on rank 0 after the evaluated model is released,
             and its answers are stored and resumed like the model's (`<run folder>/judge/store/`).
         judge_batch_size: judge requests per call (a served judge sends a call's requests concurrently).
+        plots: draw results.png and a self-contained results.html of every metric with its interval next to
+            results.json ("flat" layout).
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class EvaluationCallback(Callback):
         cache_dir: Optional[str] = None,
         judge: Optional[EvalModule] = None,
         judge_batch_size: int = 16,
+        plots: bool = True,
     ) -> None:
         check_non_negative("bootstrap_iters", bootstrap_iters)
         check_non_negative("log_samples_to_logger", log_samples_to_logger)
@@ -209,6 +213,7 @@ class EvaluationCallback(Callback):
         if isinstance(judge_batch_size, bool) or not isinstance(judge_batch_size, int) or judge_batch_size < 1:
             raise InputError(f"evaluation.judge_batch_size: expected a positive integer, got {judge_batch_size!r}")
         self.judge = judge
+        self.plots = plots
         self.judge_batch_size = judge_batch_size
         self.output_dir = Path(output_dir)
         self.layout = layout
@@ -448,6 +453,8 @@ class EvaluationCallback(Callback):
         else:
             self.results = write_outputs(self.output_dir, result, self.log_samples)
             files = ["results.json", *self.results["samples_files"]]
+            if self.plots:
+                draw_plots(self.output_dir, self.results)
         if self.print_table and not self.predict_only:
             print(format_table(result), flush=True)
         log_results(trainer.loggers, result, datamodule.documents, self.log_samples_to_logger, self.log_images_to_logger)

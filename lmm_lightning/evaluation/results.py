@@ -263,12 +263,15 @@ def samples_jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
+PLOT_FILES = ("results.png", "results.html")  # drawn from results.json (`plots.write_results_plots`)
+
+
 def remove_outputs(output_dir: Path) -> None:
     """Remove an earlier run's outputs, results.json first: without it, leftover samples are an unfinished
     run, never part of a finished one. Temporary files left by a crashed write go too."""
     (output_dir / "results.json").unlink(missing_ok=True)
     _fsync_folder(output_dir)
-    for pattern in ("samples_*.jsonl", ".results.json.*.tmp", ".samples_*.jsonl.*.tmp"):
+    for pattern in ("samples_*.jsonl", ".results.json.*.tmp", ".samples_*.jsonl.*.tmp", *PLOT_FILES, *(f".{p}.*.tmp" for p in PLOT_FILES)):
         for path in output_dir.glob(pattern):
             path.unlink(missing_ok=True)
 

@@ -105,15 +105,40 @@ def test_hparams_hold_the_run_configuration_and_metrics(logged, tiny_model):
     assert "tiny_mc/acc" in {m.name.tag for m in experiment.metric_infos}
 
 
-def test_sample_tables_are_text(logged):
-    _, tb_dir, _ = logged
+def test_sample_tables_are_text_with_the_wrong_answers_first(logged):
+    evaluation, tb_dir, _ = logged
     acc = events(tb_dir)
     mc = text(acc, "samples/tiny_mc").splitlines()
-    assert mc[0] == "| doc_id | prompt | response | target | acc | acc_norm |"
-    assert len(mc) == 2 + 3  # header, rule, the first three documents
-    assert mc[2].startswith("| 0 | Question: What is the capital of France? Answer: | ") and "| Paris |" in mc[2]
+    assert mc[0] == "| doc_id | result | prompt | response | target | acc | acc_norm |"
+    assert len(mc) == 2 + 3  # header, rule, three documents
+    records = evaluation.evaluation_result.tasks[0].records
+    wrong = sorted(r["doc_id"] for r in records if not r["acc"])
+    right = sorted(r["doc_id"] for r in records if r["acc"])
+    expected = ([(d, "wrong") for d in wrong] + [(d, "right") for d in right])[:3]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in mc[2:]]
+    assert [(int(c[0]), c[1]) for c in cells] == expected and wrong  # the tiny model gets some wrong
+    assert all(c[1] == ("right" if float(c[5]) == 1 else "wrong") for c in cells)
+    by_id = {r["doc_id"]: r for r in records}
+    assert all(c[2] == by_id[int(c[0])]["arguments"][0][0].replace("\n", "<br>") for c in cells)  # the prompt it saw
     gen = text(acc, "samples/tiny_gen").splitlines()
-    assert gen[0] == "| doc_id | prompt | response | target | exact_match |" and "| Berlin |" in gen[3]
+    assert gen[0] == "| doc_id | result | prompt | response | target | exact_match |"
+
+
+def test_tensorboard_gets_one_figure_of_all_scores_and_a_custom_scalars_layout(logged):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    evaluation, tb_dir, _ = logged
+    acc = events(tb_dir)
+    (figure,) = acc.Images("scores/all")
+    assert figure.width > 600 and figure.height > 150
+    (config,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(config.tensor_proto.string_val[0])
+    charts = {c.title: c for category in layout.category for c in category.chart}
+    margin = charts["tiny_mc/acc"].margin.series[0]
+    assert (margin.value, margin.lower, margin.upper) == ("tiny_mc/acc", "tiny_mc/acc_ci_lower", "tiny_mc/acc_ci_upper")
+    assert {"tiny_mc/acc", "tiny_mc/acc_norm", "tiny_gen/exact_match"} <= set(charts)
+    assert all(tag in acc.Tags()["scalars"] for c in charts.values() for s in c.margin.series for tag in (s.value, s.lower, s.upper))
 
 
 def test_csv_logger_gets_the_metrics_and_hparams(logged):
@@ -133,14 +158,21 @@ def test_vision_samples_are_logged_as_captioned_images(tmp_path):
 
     model = HFVisionLM(str(build_tiny_llava(tmp_path / "llava")), use_chat_template=False)
     tb = TensorBoardLogger(str(tmp_path / "tb"), name="vlm")
-    evaluate(model, ["easy_vqa_gen"], tmp_path / "out", [tb], limit=3, log_images_to_logger=2)
+    evaluate(model, ["easy_vqa_gen"], tmp_path / "out", [tb], limit=15, log_images_to_logger=2)
     acc = events(Path(tb.log_dir))
-    assert acc.Tags()["images"] == ["images/easy_vqa_gen/doc_0", "images/easy_vqa_gen/doc_1"]
-    image = acc.Images("images/easy_vqa_gen/doc_0")[0]
-    assert image.width == 256 and image.height > 256  # the 64x64 picture scaled up, with its caption below
-    caption = text(acc, "images/easy_vqa_gen/doc_0")
-    record = json.loads((tmp_path / "out" / "samples_easy_vqa_gen.jsonl").read_text().splitlines()[0])
-    assert caption.startswith(f"Q: {record['doc']['question']}") and f"target: {record['target']}" in caption
+    tags = [t for t in acc.Tags()["images"] if t.startswith("images/")]
+    assert len(tags) == 2
+    records = {r["doc_id"]: r for r in map(json.loads, (tmp_path / "out" / "samples_easy_vqa_gen.jsonl").read_text().splitlines())}
+    for tag in tags:
+        image = acc.Images(tag)[0]
+        assert image.width == 256 and image.height > 256  # the 64x64 picture scaled up, with its caption below
+        record = records[int(tag.rsplit("doc_", 1)[1])]
+        mark = "RIGHT" if record["exact_match"] else "WRONG"
+        caption = text(acc, tag)
+        assert caption.startswith(f"{mark} - Q: ") and record["doc"]["question"] in caption
+        assert f"target: {record['target']}" in caption
+    shown = [records[int(tag.rsplit("doc_", 1)[1])]["doc"]["image_id"] for tag in tags]
+    assert len(set(shown)) == 2  # documents 0-10 ask about one picture: it is shown once, not twice
 
 
 def test_wandb_offline_gets_metrics_config_and_tables(tmp_path, tiny_model, tiny_tasks, monkeypatch):
@@ -159,7 +191,7 @@ def test_wandb_offline_gets_metrics_config_and_tables(tmp_path, tiny_model, tiny
     assert "tiny_mc/acc_ci_upper" in summary and config["model"] == "HFCausalLM"
     (table,) = (run_dir / "media" / "table" / "samples").glob("tiny_mc_*.table.json")
     content = json.loads(table.read_text())
-    assert content["columns"][:4] == ["doc_id", "prompt", "response", "target"] and len(content["data"]) == 8
+    assert content["columns"][:5] == ["doc_id", "result", "prompt", "response", "target"] and len(content["data"]) == 8
 
 
 def test_cli_flags_build_the_logger_callback_and_progress_bar(tmp_path, tiny_model, tiny_tasks):
@@ -179,3 +211,40 @@ def test_cli_flags_build_the_logger_callback_and_progress_bar(tmp_path, tiny_mod
                     save_config_callback=None, trainer_defaults=TRAINER_DEFAULTS, run=False,
                     args=args[:8] + ["--trainer.enable_progress_bar", "false"])
     assert quiet.trainer.progress_bar_callback is None
+
+
+class SharedPictures:
+    """Documents 0-2 ask about one picture, 3 about another, 4 about a third (as POPE and MME share images)."""
+
+    def __init__(self) -> None:
+        from PIL import Image
+
+        self.pictures = [Image.new("RGB", (8, 8), colour) for colour in ("red", "blue", "green")]
+
+    def visuals(self, doc_id: int) -> list:
+        return [self.pictures[0 if doc_id < 3 else doc_id - 2]]
+
+
+def test_the_image_panel_shows_distinct_pictures_marked_right_or_wrong():
+    from types import SimpleNamespace
+
+    from lmm_lightning.evaluation.loggers import MARK_COLOURS, sample_images
+
+    rows = [{"doc_id": i, "result": r, "prompt": f"question {i}", "response": "yes", "target": "no"}
+            for i, r in enumerate(["wrong", "wrong", "right", "right", "wrong"])]
+    entries = sample_images(SimpleNamespace(name="pope"), SharedPictures(), rows, 8)
+    assert [tag for tag, _, _ in entries] == ["pope/doc_0", "pope/doc_3", "pope/doc_4"]  # one per distinct picture
+    assert [caption.split(" - ")[0] for _, _, caption in entries] == ["WRONG", "RIGHT", "WRONG"]
+    assert tuple(entries[0][1][1, 1]) == MARK_COLOURS[False] and tuple(entries[1][1][1, 1]) == MARK_COLOURS[True]
+    assert len(sample_images(SimpleNamespace(name="pope"), SharedPictures(), rows, 2)) == 2
+
+
+def test_captions_wrap_at_words():
+    from lmm_lightning.evaluation.loggers import caption_lines
+
+    text = "Q: Is there a refrigerator in the image? Please answer yes or no."
+    lines = caption_lines([text, "model: yes"], 20)
+    assert " ".join(lines[:-1]) == text and lines[-1] == "model: yes"
+    assert all(len(line) <= 20 for line in lines)
+    assert set(text.split()) == {word for line in lines[:-1] for word in line.split()}  # no word cut in two
+    assert caption_lines(["x " * 100], 10, most=3)[-1] == "…"

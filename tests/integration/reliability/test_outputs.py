@@ -55,6 +55,9 @@ def test_each_output_is_fsynced_before_the_rename_that_publishes_it(tmp_path, ti
     out = tmp_path / "out"
     evaluate(out, tiny_tasks)
     published = [e for e in events if e[0] == "replace" and Path(e[2]).parent == out]
+    plots = [e for e in published if Path(e[2]).name in results.PLOT_FILES]
+    assert [Path(e[2]).name for e in published[-len(plots):]] == list(results.PLOT_FILES)  # drawn from results.json, after it
+    published = published[: -len(plots)]
     assert sorted(Path(e[2]).name for e in published) == sorted(["results.json"] + [f"samples_{t}.jsonl" for t in TASKS])
     for event in published:
         before = events[: events.index(event)]
@@ -77,9 +80,9 @@ def test_a_rerun_with_fewer_tasks_or_no_samples_leaves_no_samples_of_the_earlier
     out = tmp_path / "out"
     evaluate(out, tiny_tasks)
     evaluate(out, tiny_tasks, Config(tasks=("tiny_mc",)))
-    assert listing(out) == ["results.json", "samples_tiny_mc.jsonl"]  # today: samples_tiny_gen.jsonl of the first run stays
+    assert listing(out) == ["results.html", "results.json", "results.png", "samples_tiny_mc.jsonl"]  # today: samples_tiny_gen.jsonl of the first run stays
     evaluate(out, tiny_tasks, Config(tasks=("tiny_mc",)), log_samples=False)
-    assert listing(out) == ["results.json"]
+    assert listing(out) == ["results.html", "results.json", "results.png"]  # the plots drawn from this results.json
     assert json.loads((out / "results.json").read_text())["samples_files"] == {}
 
 
