@@ -191,7 +191,9 @@ td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}img{{max-w
 def write_results_plots(folder: Path, document: dict[str, Any]) -> tuple[Path, Path]:
     """`results.png` and `results.html` of a results document in `folder` (each written atomically)."""
     rows = score_rows(document)
-    title = f"{(document.get('config') or {}).get('model', '') or 'results'}: {folder.name}"
+    config = document.get("config") or {}
+    model = (config.get("model_args") or {}).get("pretrained") or config.get("model") or "results"
+    title = f"{model}: {folder.name}"
     png = figure_png(results_figure(rows, title))
     table = [[r.label.strip(), r.metric, _cell(r.value), f"[{_cell(r.ci_lower)}, {_cell(r.ci_upper)}]",
               _cell(r.stderr), "" if r.samples is None else str(r.samples)] for r in rows]

@@ -248,3 +248,14 @@ def test_captions_wrap_at_words():
     assert all(len(line) <= 20 for line in lines)
     assert set(text.split()) == {word for line in lines[:-1] for word in line.split()}  # no word cut in two
     assert caption_lines(["x " * 100], 10, most=3)[-1] == "…"
+
+
+def test_the_readme_screenshot_script_reads_the_scores_figure_back(logged, tmp_path):
+    import importlib.util
+
+    evaluation, tb_dir, _ = logged
+    spec = importlib.util.spec_from_file_location("screenshots", Path(__file__).parents[2] / "docs" / "screenshots.py")
+    screenshots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshots)
+    png = screenshots.tensorboard_image(tb_dir)
+    assert png.startswith(b"\x89PNG") and png == events(tb_dir).Images("scores/all")[0].encoded_image_string
