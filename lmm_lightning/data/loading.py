@@ -28,11 +28,24 @@ class TaskDocuments:
     n_original: int
     rows: Optional[datasets.Dataset] = None
     positions: dict[int, int] = field(default_factory=dict)
+    _raw: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)  # columns read undecoded
 
     def visuals(self, doc_id: int) -> list[Any]:
         if not self.task.has_visuals or self.rows is None:
             return []
         return self.task.doc_to_visual(self.rows[self.positions[doc_id]])
+
+    def raw_value(self, doc_id: int, key: str) -> Any:
+        """A column the text documents leave out (an image), as stored: an image's encoded bytes, not decoded;
+        None when the split has no such column."""
+        if self.rows is None or key not in self.rows.column_names:
+            return None
+        if key not in self._raw:
+            column = self.rows.select_columns([key])
+            if isinstance(column.features[key], datasets.Image):
+                column = column.cast_column(key, datasets.Image(decode=False))
+            self._raw[key] = column
+        return self._raw[key][self.positions[doc_id]][key]
 
 
 def select_range(n_docs: int, limit: Union[int, float, None], offset: int) -> range:

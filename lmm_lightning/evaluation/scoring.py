@@ -5,6 +5,7 @@ and their values aggregated into corpus metrics with bootstrap errors; groups co
 No trainer and no callback state: the callback gathers the answers and hands the result on.
 """
 
+import hashlib
 import math
 import warnings
 from collections import Counter, defaultdict
@@ -195,8 +196,11 @@ def score_task(
             record, doc_scores = _score_document(task, doc_id, doc, doc_requests, responses, single_filter, judgement)
         except Exception as err:  # noqa: BLE001 - the task's own code: whatever it raises, name the document
             raise _scoring_failed(task, doc_id, err) from err
+        cluster = cluster_of(task, doc_id, doc, documents)
+        if cluster is not None:  # the label `power` and `compare` read back (an image's is not in `doc`)
+            record["cluster"] = list(cluster) if isinstance(cluster, tuple) else cluster
         records.append(record)
-        scores.append(replace(doc_scores, cluster=cluster_of(task, doc_id, doc)))
+        scores.append(replace(doc_scores, cluster=cluster))
     metrics = _aggregate(task, scores, bootstrap_iters, seed)
     metrics.update(_stability(records, scores, single_filter, bootstrap_iters, seed))
     integrity = _count_integrity(requests, answers, len(records), counts)
@@ -254,15 +258,41 @@ def _per_repeat(task: Task, doc: dict[str, Any], responses: list[Response]) -> d
     return out
 
 
-def cluster_of(task: Task, doc_id: int, doc: dict[str, Any]) -> Any:
-    """The document's cluster (its `cluster_key` field), or None for a task without one."""
+def cluster_value(value: Any) -> Any:
+    """A `cluster_key` field's value as a cluster label: an image column (a decoded picture, its encoded bytes,
+    a list of pictures) is labelled by its content, so documents showing the same picture share a cluster
+    whether or not the dataset has an image id (ScienceQA, AI2D).
+
+    >>> cluster_value("img_7"), cluster_value([1, 2])
+    ('img_7', (1, 2))
+    >>> cluster_value({"bytes": b"PNG..."}) == cluster_value({"bytes": b"PNG...", "path": None})
+    True
+    """
+    if hasattr(value, "tobytes") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+        return "image:" + hashlib.sha256(f"{value.mode}{value.size}".encode() + value.tobytes()).hexdigest()
+    if isinstance(value, dict) and isinstance(value.get("bytes"), bytes):
+        return "image:" + hashlib.sha256(value["bytes"]).hexdigest()
+    if isinstance(value, bytes):
+        return "bytes:" + hashlib.sha256(value).hexdigest()
+    if isinstance(value, (list, tuple)):
+        return tuple(cluster_value(v) for v in value)
+    return value
+
+
+def cluster_of(task: Task, doc_id: int, doc: dict[str, Any], documents: Optional[TaskDocuments] = None) -> Any:
+    """The document's cluster (its `cluster_key` field, an image column by its content: read from the split, the
+    text documents leave images out), or None for a task without one."""
     key = task.spec.cluster_key
     if key is None:
         return None
+    if key not in doc and documents is not None:
+        value = documents.raw_value(doc_id, key)
+        if value is not None:
+            return cluster_value(value)
     if key not in doc or doc[key] is None:
         raise InputError(f"{task.spec.source or task.name}: field 'cluster_key': document {doc_id} has no {key!r} "
                          f"(its columns are {sorted(doc)}); expected a column every document has")
-    return doc[key]
+    return cluster_value(doc[key])
 
 
 def _aggregate(task: Task, scores: list[DocumentScores], bootstrap_iters: int, seed: int) -> dict[MetricKey, Estimate]:

@@ -501,7 +501,7 @@ def _check_field_types(raw: dict[str, Any], path: Path) -> None:
     if raw.get("fewshot_sampler", "random") not in ("random", "first_n"):
         raise _error(path, "fewshot_sampler", "'random' or 'first_n'", raw["fewshot_sampler"])
     _check_type(path, raw, "filter_list", (list,), "a list of {name: ..., filter: [...]} mappings")
-    _check_type(path, raw, "cluster_key", (str,), "the name of a document field (e.g. image_id)")
+    _check_type(path, raw, "cluster_key", (str,), "the name of a document field (e.g. image_id), or of an image column")
     for key in ("num_fewshot", "repeats"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):
             raise _error(path, key, "a non-negative integer" if key == "num_fewshot" else "a positive integer", raw[key])

@@ -379,3 +379,27 @@ def test_hellaswag_preprocessing_matches_lm_eval():
     assert task.doc_to_text(wikihow) == "Home and Garden: How to clean a pan. Fill the pan."
     assert task.doc_to_choice(wikihow)[0] == " Add soap and water."
     assert task.doc_to_target(activity) == 3
+
+
+def test_ai2d_and_scienceqa_resample_pictures_told_apart_by_their_content(tmp_path):
+    """Neither dataset has an image id: two questions about one diagram (the same picture, stored twice) are one
+    cluster, and the stderr is the cluster-robust one over the pictures."""
+    from tests.fixtures.benchmarks import AI2D, SCIENCEQA, ai2d_rows, picture, scienceqa_rows, write_tables
+    from lmm_lightning.metrics.bootstrap import cluster_mean_stderr
+
+    def shared_diagram(rows):
+        first, second = rows()
+        return [first, {**first, "question": "Which stage is last?"}, second, {**second, "image": picture("red", size=32)}]
+
+    tasks = write_tables(tmp_path / "data", {
+        "ai2d": ("ai2d/ai2d.yaml", lambda: shared_diagram(ai2d_rows), AI2D),
+        "scienceqa_img": ("scienceqa/scienceqa_img.yaml", lambda: shared_diagram(scienceqa_rows), SCIENCEQA),
+    })
+    answers = {"ai2d": ["A", "B", "B", "C"], "scienceqa_img": ["B", "A", "A", "B"]}  # right, wrong, right, wrong
+    results = evaluate(Scripted(answers), list(tasks.values()), tmp_path / "out")
+    for name, key in (("ai2d", "exact_match,flexible-extract"), ("scienceqa_img", "exact_match,none")):
+        method = results["standard_errors"][name][key]
+        assert (method["stderr"], method["cluster_key"], method["clusters"]) == ("cluster-robust", "image", 3), name
+        assert results["results"][name][key] == 0.5
+        assert results["results"][name][key.replace("exact_match", "exact_match_stderr")] == pytest.approx(
+            cluster_mean_stderr([1, 0, 1, 0], [0, 0, 1, 2]))  # not the 0.2887 of four independent questions
