@@ -139,3 +139,52 @@ def test_resumed_requests_are_not_counted(datamodule):
         bar.on_predict_end(trainer, None)
     finally:
         datamodule.connect(done_uids=set())
+
+
+class ScriptedClock:
+    """Time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_task_is_timed_from_its_own_start_and_the_run_from_its_first_answer():
+    from lmm_lightning.evaluation.progress import TaskClock
+
+    clock = ScriptedClock()
+    timing = TaskClock({"a": 40, "b": 20}, clock)
+    for seconds, counts in ((10, {"a": 20, "b": 0}), (10, {"a": 40, "b": 0}), (10, {"a": 40, "b": 5}), (10, {"a": 40, "b": 10})):
+        clock.now += seconds
+        timing.update(counts)
+    # a: 40 in its 20 s; b started at t=120 (the update before its first answers): 10 in 20 s, not 10 in 40 s
+    assert timing.rate("a") == 2.0 and timing.eta("a") == 0.0
+    assert timing.rate("b") == 0.5 and timing.eta("b") == 20.0
+    assert timing.rate() == 50 / 40 and timing.eta() == 10 / (50 / 40)  # the run: 50 answered since t=100
+    assert timing.describe("b") == "0.5 req/s, ETA 00:20" and timing.describe("a") == "2.0 req/s, ETA 00:00"
+    assert TaskClock({"c": 3}, clock).describe("c") == "waiting"
+
+
+def test_the_bars_show_the_scripted_rates_and_an_overall_bar_of_what_is_left(datamodule):
+    done = [r.uid for r in datamodule.requests if r.task == "tiny_mc"][:9]
+    datamodule.connect(done_uids=set(done))
+    clock = ScriptedClock()
+    try:
+        bar = EvalProgressBar(clock=clock)
+        trainer = SimpleNamespace(datamodule=datamodule, world_size=1, num_predict_batches=[100])
+        module = SimpleNamespace(device=torch.device("cpu"))
+        bar.on_predict_start(trainer, module)
+        assert {name: b.total for name, b in bar.bars.items()} == {"tiny_mc": 30, "tiny_gen": 13, "all": 43}
+        for seconds, counts in ((6, {"tiny_mc": 30}), (4, {"tiny_gen": 4}), (4, {"tiny_gen": 4})):
+            clock.now += seconds
+            bar.progress.add(counts)
+            bar._draw()
+        postfix = {name: b.postfix for name, b in bar.bars.items()}
+        assert postfix["tiny_mc"] == "5.0 req/s, ETA 00:00"  # 30 in its 6 s
+        assert postfix["tiny_gen"] == "1.0 req/s, ETA 00:05"  # 8 in the 8 s since its start, 5 left
+        assert postfix["all"] == f"{38 / 14:.1f} req/s, ETA 00:01"  # 38 in 14 s, 5 left
+        bar.on_predict_end(trainer, module)
+    finally:
+        datamodule.connect(done_uids=set())
