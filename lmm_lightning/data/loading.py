@@ -1,6 +1,7 @@
 """Loading one task's documents: its split, its few-shot pool, the documents selected (limit/offset), and
 its images left to decode lazily. Every way this fails becomes one `InputError` naming the task file."""
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class TaskDocuments:
                 column = column.cast_column(key, datasets.Image(decode=False))
             self._raw[key] = column
         return self._raw[key][self.positions[doc_id]][key]
+
+
+def image_digest(image: PIL.Image.Image) -> str:
+    """The same picture (mode, size and pixels) has the same digest, however and wherever it is stored."""
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
 
 def select_range(n_docs: int, limit: Union[int, float, None], offset: int) -> range:

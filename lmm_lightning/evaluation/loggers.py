@@ -11,7 +11,6 @@ scores) as text, and for vision tasks a few images captioned with their question
 W&B gets the same table and images through `WandbLogger.log_table` / `log_image`.
 """
 
-import hashlib
 import math
 import textwrap
 from typing import Any, Optional
@@ -19,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from lmm_lightning.data.loading import image_digest
 from lmm_lightning.evaluation.result import EvaluationResult, MetricKey, TaskResult
 from lmm_lightning.evaluation.results import record_value, short_name
 
@@ -133,11 +133,6 @@ def captioned(image: Any, lines: list[str], width: int = 256, right: Optional[bo
     for i, line in enumerate(wrapped):
         draw.text((2, height + 2 + 12 * i), line, fill="black")
     return np.asarray(canvas)
-
-
-def image_digest(image: Any) -> str:
-    """The same picture (same size and pixels) has the same digest, whichever documents show it."""
-    return hashlib.sha256(f"{image.size}{image.mode}".encode() + image.tobytes()).hexdigest()
 
 
 def sample_images(

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lmm_lightning.data import BenchmarkDataModule, TaskDocuments
+from lmm_lightning.data.loading import image_digest
 from lmm_lightning.errors import InputError
 from lmm_lightning.evaluation.judge import Judgement
 from lmm_lightning.evaluation.result import (
@@ -269,7 +270,7 @@ def cluster_value(value: Any) -> Any:
     True
     """
     if hasattr(value, "tobytes") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
-        return "image:" + hashlib.sha256(f"{value.mode}{value.size}".encode() + value.tobytes()).hexdigest()
+        return "image:" + image_digest(value)
     if isinstance(value, dict) and isinstance(value.get("bytes"), bytes):
         return "image:" + hashlib.sha256(value["bytes"]).hexdigest()
     if isinstance(value, bytes):
