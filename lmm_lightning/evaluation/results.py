@@ -190,6 +190,9 @@ def _add_group(out: dict[str, Any], group: GroupResult) -> None:
     out["groups"][group.name] = entry
     out["results"][group.name] = entry
     out["confidence_intervals"][group.name] = intervals
+    errors = standard_errors(group.metrics)
+    if errors:  # a group whose subtasks are its clusters (MMLU's subjects)
+        out["standard_errors"][group.name] = errors
     out["versions"][group.name] = None
     out["n-shot"][group.name] = None
     out["higher_is_better"][group.name] = group.higher_is_better

@@ -21,9 +21,10 @@ from lmm_lightning.evaluation.judge import Judgement
 from lmm_lightning.evaluation.result import (
     EvaluationResult, GroupResult, Integrity, JudgingSummary, MetricKey, Settings, TaskResult, UsageTotals,
 )
-from lmm_lightning.evaluation.results import record_field
+from lmm_lightning.evaluation.results import finite_or_none, record_field, record_value
 from lmm_lightning.metrics import Estimate
 from lmm_lightning.metrics.aggregation import aggregate, is_number
+from lmm_lightning.metrics.bootstrap import SEMethod, cluster_mean_stderr
 from lmm_lightning.metrics.groups import aggregate_group
 from lmm_lightning.metrics.stability import STABILITY_NAMES, stability_per_document
 from lmm_lightning.requests import Request, RequestType, Response, Usage
@@ -418,15 +419,37 @@ def _scoring_failed(task: Task, doc_id: Optional[int], err: Exception) -> Scorin
 
 # --- groups -------------------------------------------------------------------------------------
 def score_group(spec: GroupSpec, members: list[TaskResult]) -> GroupResult:
-    """A group's score, stderr and interval for every metric all its subtasks report."""
+    """A group's score, stderr and interval for every metric all its subtasks report; with `cluster_key: subtask`
+    the stderr of a size-weighted mean is the cluster-robust one over the subtasks' documents."""
     shared = set.intersection(*(set(m.metrics) for m in members)) if members else set()
     sizes = [len(m.records) for m in members]
-    metrics = {
-        key: _group_estimate([m.metrics[key] for m in members], sizes, spec.weight_by_size(key.metric))
-        for key in sorted(shared)
-    }
+    metrics = {}
+    for key in sorted(shared):
+        weighted = spec.weight_by_size(key.metric)
+        metrics[key] = _group_estimate([m.metrics[key] for m in members], sizes, weighted)
+        if weighted and spec.clusters_subtasks(key.metric):
+            metrics[key] = _subtask_clustered(metrics[key], members, key)
     higher_is_better = {metric: value for m in members for metric, value in m.higher_is_better.items()}
     return GroupResult(spec.group, [m.name for m in members], metrics, higher_is_better)
+
+
+def _subtask_clustered(pooled: Estimate, members: list[TaskResult], key: MetricKey) -> Estimate:
+    """The group's mean with the cluster-robust stderr over its subtasks (their documents the clusters) and a normal
+    interval; the pooled stderr, which takes every document as independent, beside it as `naive_stderr`. Left as
+    pooled where a subtask's metric is not a per-document mean."""
+    values: list[float] = []
+    labels: list[str] = []
+    for member in members:
+        if member.task.aggregation(key.metric) != "mean":
+            return pooled
+        member_values = [record_value(record, key) for record in member.records]
+        if not all(is_number(v) for v in member_values):
+            return pooled
+        values += [float(v) for v in member_values]
+        labels += [member.name] * len(member_values)
+    stderr = cluster_mean_stderr(values, labels)
+    method = SEMethod("cluster-robust", "normal", "subtask", len(members), naive_stderr=finite_or_none(pooled.stderr))
+    return Estimate(pooled.value, stderr, pooled.value - Z95 * stderr, pooled.value + Z95 * stderr, pooled.n, method)
 
 
 def _group_estimate(estimates: list[Estimate], sizes: list[int], weight_by_size: bool) -> Estimate:

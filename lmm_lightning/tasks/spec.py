@@ -532,6 +532,11 @@ class GroupSpec:
                 return bool(item.get("weight_by_size", True))
         return True
 
+    def clusters_subtasks(self, metric: str) -> bool:
+        """Whether the group's `metric` treats each subtask as a cluster of documents (`cluster_key: subtask` in its
+        `aggregate_metric_list` entry): its stderr is then the cluster-robust one over the subtasks."""
+        return any(item.get("metric") == metric and item.get("cluster_key") == "subtask" for item in self.aggregate_metric_list)
+
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "GroupSpec":
         """A group YAML; a task YAML is an error."""
@@ -557,6 +562,9 @@ class GroupSpec:
             metrics = [metrics]
         if not isinstance(metrics, list) or not all(isinstance(m, dict) and "metric" in m for m in metrics):
             raise _error(path, "aggregate_metric_list", "a list of {metric: name, weight_by_size: bool}", metrics)
+        for i, item in enumerate(metrics):
+            if item.get("cluster_key", "subtask") != "subtask":
+                raise _error(path, f"aggregate_metric_list[{i}].cluster_key", "'subtask' (a group's clusters are its subtasks)", item["cluster_key"])
         overrides = {k: v for k, v in raw.items() if k not in GROUP_FIELDS}
         supported = {f.name for f in fields(TaskSpec)} - {"source", "task"}
         unknown = sorted(set(overrides) - supported)

@@ -149,3 +149,40 @@ def test_group_estimate_is_an_estimate():
     benchmark = make_benchmark([(make_task("a"), QUESTIONS)], [make_group("g", ["a"])])
     result = evaluate(benchmark, respond(benchmark), make_settings())
     assert isinstance(result.groups[0].metrics[ACC], Estimate) and [e.name for e in result.entries] == ["a", "g"]
+
+
+def test_a_group_clustered_by_subtask_takes_the_subjects_as_clusters():
+    """MMLU's subjects: `cluster_key: subtask` gives the cluster-robust stderr over the subtasks' documents, the
+    value unchanged, the pooled (lm-eval) stderr beside it, and results.json says which is which."""
+    from lmm_lightning.metrics.bootstrap import cluster_mean_stderr
+    from lmm_lightning.metrics.groups import pooled_stderr
+    from lmm_lightning.tasks import GroupSpec
+
+    tasks = [make_task(n) for n in ("easy", "mid", "hard")]
+    docs = {"easy": (QUESTIONS * 2)[:6], "mid": (QUESTIONS * 2)[:6], "hard": (QUESTIONS * 2)[:6]}
+    group = GroupSpec(group="subjects", task=["easy", "mid", "hard"],
+                      aggregate_metric_list=[{"metric": "acc", "weight_by_size": True, "cluster_key": "subtask"}])
+    benchmark = make_benchmark([(t, docs[t.name]) for t in tasks], [group])
+    right = {"easy": {0, 1, 2, 3, 4, 5}, "mid": {0, 1, 3}, "hard": {4}}  # the subjects differ: a between-subject spread
+    result = evaluate(benchmark, respond(benchmark, choice=lambda r: benchmark.documents[r.task].docs[r.doc_id]["answer"]
+                      if r.doc_id in right[r.task] else (benchmark.documents[r.task].docs[r.doc_id]["answer"] + 1) % 3), make_settings())
+    (scored,) = result.groups
+    estimate = scored.metrics[ACC]
+    values = [float(i in right[t]) for t in ("easy", "mid", "hard") for i in range(6)]
+    assert estimate.value == pytest.approx(10 / 18)
+    assert estimate.stderr == pytest.approx(cluster_mean_stderr(values, [t for t in ("easy", "mid", "hard") for _ in range(6)]))
+    pooled = pooled_stderr([t.metrics[ACC].stderr for t in result.tasks], [6, 6, 6])
+    assert estimate.stderr > pooled and estimate.method.naive_stderr == pytest.approx(pooled)
+    assert (estimate.ci_lower, estimate.ci_upper) == pytest.approx((estimate.value - Z95 * estimate.stderr, estimate.value + Z95 * estimate.stderr))
+    errors = build_results(result)["standard_errors"]["subjects"]["acc,none"]
+    assert (errors["stderr"], errors["cluster_key"], errors["clusters"]) == ("cluster-robust", "subtask", 3)
+
+
+def test_a_group_cluster_key_other_than_subtask_is_an_error_naming_the_field(tmp_path):
+    from lmm_lightning.tasks import GroupSpec
+    from lmm_lightning.tasks.spec import TaskSpecError
+
+    raw = {"group": "g", "task": ["a"], "aggregate_metric_list": [{"metric": "acc", "cluster_key": "image"}]}
+    with pytest.raises(TaskSpecError, match=r"aggregate_metric_list\[0\]\.cluster_key.*'subtask'"):
+        GroupSpec.from_dict(raw, tmp_path / "g.yaml")
+    assert GroupSpec.from_dict({**raw, "aggregate_metric_list": [{"metric": "acc", "cluster_key": "subtask"}]}, tmp_path / "g.yaml").clusters_subtasks("acc")

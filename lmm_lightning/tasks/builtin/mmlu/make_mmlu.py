@@ -34,7 +34,13 @@ CATEGORIES = {
         "world_religions",
     ],
 }
-AGGREGATE = "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata:\n  version: 1.0\n"
+# The subjects are clusters of the group's mean: its stderr is the cluster-robust one over them (lm-eval's pooled
+# stderr, which takes every question as independent, is in results.json standard_errors as naive_stderr).
+AGGREGATE = (
+    "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n"
+    "    # each subject a cluster: the stderr allows for questions of one subject being alike\n"
+    "    cluster_key: subtask\nmetadata:\n  version: 1.0\n"
+)
 
 
 def main(folder: Path = Path(__file__).parent) -> None:
