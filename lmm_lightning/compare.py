@@ -30,7 +30,10 @@ from lmm_lightning.errors import EXIT_INPUT_ERROR, InputError
 from lmm_lightning.evaluation.result import MetricKey
 from lmm_lightning.evaluation.results import Run, key_text, load_run, record_value, short_name
 from lmm_lightning.metrics.aggregation import is_number
-from lmm_lightning.metrics.bootstrap import CHUNK_BYTES, bootstrap_mean_statistics, chunks, percentile_ci
+from lmm_lightning.metrics.bootstrap import (
+    CHUNK_BYTES, bootstrap_cluster_counts_statistics, bootstrap_mean_statistics, chunks, cluster_index, mean_of_counts,
+    percentile_ci,
+)
 
 @dataclass(frozen=True)
 class Comparison:
@@ -47,6 +50,7 @@ class Comparison:
     p_value: float
     candidate: str = ""  # B's folder, when a baseline is compared with several runs
     p_holm: float = float("nan")  # p_value corrected across every row compared together (Holm)
+    clusters: Optional[int] = None  # the clusters resampled and flipped (the task's cluster_key), None: documents
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -66,6 +70,22 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def record_cluster(record: dict[str, Any], cluster_key: str) -> Any:
+    """A sample record's cluster: the label the run wrote (`cluster`), else its document's `cluster_key` field."""
+    label = record.get("cluster")
+    if label is None and isinstance(record.get("doc"), dict):
+        label = record["doc"].get(cluster_key)
+    return tuple(label) if isinstance(label, list) else label
+
+
+def document_clusters(run: Run, task: str) -> Optional[dict[int, Any]]:
+    """doc_id -> cluster of a task that names a `cluster_key` (its config in results.json), else None."""
+    cluster_key = (run.configs.get(task) or {}).get("cluster_key")
+    if not cluster_key or task not in run.samples:
+        return None
+    return {int(r["doc_id"]): record_cluster(r, cluster_key) for r in run.samples[task]}
+
+
 def per_document(records: list[dict[str, Any]], key: MetricKey) -> Optional[dict[int, float]]:
     """doc_id -> the record's value of `key`, or None when some document has no number for it."""
     values = [record_value(r, key) for r in records]
@@ -81,6 +101,25 @@ def paired_bootstrap_ci(
     if differences.size < 2:
         return float("nan"), float("nan")
     return percentile_ci(bootstrap_mean_statistics(differences, iters, seed), confidence)
+
+
+def cluster_sign_flip_p_value(differences: np.ndarray, clusters: list[Any], iters: int, seed: int,
+                              chunk_bytes: int = CHUNK_BYTES) -> float:
+    """The paired randomization test with clusters: the documents of one cluster flip sign together (under no
+    difference a cluster's two runs are exchangeable as a whole), so the test is not fooled by alike questions."""
+    d = np.asarray(differences, dtype=np.float64)
+    index, g = cluster_index(clusters)
+    sums = np.bincount(index, weights=d, minlength=g)
+    observed = abs(d.mean()) if d.size else 0.0
+    if d.size == 0 or not np.any(sums):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    tolerance = 1e-12 * max(1.0, observed)
+    extreme = 0
+    for rows in chunks(iters, 8 * g, chunk_bytes):
+        signs = rng.integers(0, 2, size=(rows, g)) * 2.0 - 1.0
+        extreme += int(np.count_nonzero(np.abs(signs @ sums / d.size) >= observed - tolerance))
+    return (1 + extreme) / (1 + iters)
 
 
 def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_bytes: int = CHUNK_BYTES) -> float:
@@ -107,18 +146,29 @@ def sign_flip_p_value(differences: np.ndarray, iters: int, seed: int, chunk_byte
 
 
 def compare_metric(
-    task: str, key: MetricKey, a: dict[int, float], b: dict[int, float], iters: int, seed: int, confidence: float
+    task: str, key: MetricKey, a: dict[int, float], b: dict[int, float], iters: int, seed: int, confidence: float,
+    clusters: Optional[dict[int, Any]] = None,
 ) -> Optional[Comparison]:
-    """Compare one metric over the documents both runs scored; None if they share none."""
+    """Compare one metric over the documents both runs scored; None if they share none. With `clusters` (doc_id ->
+    cluster, every shared document labelled) whole clusters are resampled and flipped, not documents."""
     shared = sorted(set(a) & set(b))
     if not shared:
         return None
     va = np.array([a[i] for i in shared])
     vb = np.array([b[i] for i in shared])
     d = vb - va
-    low, high = paired_bootstrap_ci(d, iters, seed, confidence)
-    p = sign_flip_p_value(d, iters, seed)
-    return Comparison(task, key, len(shared), float(va.mean()), float(vb.mean()), float(d.mean()), low, high, p)
+    labels = [clusters.get(i) for i in shared] if clusters else None
+    if labels is not None and all(label is not None for label in labels) and cluster_index(labels)[1] >= 2:
+        stats = bootstrap_cluster_counts_statistics(mean_of_counts, d, labels, iters, seed)
+        low, high = percentile_ci(stats, confidence)
+        p = cluster_sign_flip_p_value(d, labels, iters, seed)
+        n_clusters: Optional[int] = cluster_index(labels)[1]
+    else:
+        low, high = paired_bootstrap_ci(d, iters, seed, confidence)
+        p = sign_flip_p_value(d, iters, seed)
+        n_clusters = None
+    return Comparison(task, key, len(shared), float(va.mean()), float(vb.mean()), float(d.mean()), low, high, p,
+                      clusters=n_clusters)
 
 
 def compare_runs(
@@ -162,7 +212,7 @@ def compare_task_metric(
     a, b = per_document(run_a.samples[task], key), per_document(run_b.samples[task], key)
     if a is None or b is None:
         return None, f"{task} {key_text(key)}: no number per document (a corpus-level or repeat metric)"
-    row = compare_metric(task, key, a, b, iters, seed, confidence)
+    row = compare_metric(task, key, a, b, iters, seed, confidence, document_clusters(run_a, task))
     return (row, None) if row is not None else (None, f"{task} {key_text(key)}: the runs share no doc_id")
 
 
@@ -218,7 +268,7 @@ def comparison_json(rows: list[Comparison]) -> str:
         [
             {"task": r.task, "metric": key_text(r.key), "n": r.n, "a": clean(r.a), "b": clean(r.b),
              "difference": clean(r.difference), "ci_lower": clean(r.ci_lower), "ci_upper": clean(r.ci_upper),
-             "p_value": clean(r.p_value), "p_holm": clean(r.p_holm), "candidate": r.candidate}
+             "p_value": clean(r.p_value), "p_holm": clean(r.p_holm), "candidate": r.candidate, "clusters": r.clusters}
             for r in rows
         ],
         indent=2,

@@ -78,14 +78,6 @@ class PowerRow:
     needed: Optional[int]
 
 
-def record_cluster(record: dict[str, Any], cluster_key: str) -> Any:
-    """A sample record's cluster: the label the run wrote (`cluster`), else its document's `cluster_key` field."""
-    label = record.get("cluster")
-    if label is None and isinstance(record.get("doc"), dict):
-        label = record["doc"].get(cluster_key)
-    return tuple(label) if isinstance(label, list) else label
-
-
 def design_effect(values: np.ndarray, clusters: Optional[list[Any]]) -> float:
     """(cluster-robust stderr / naive stderr)^2 of the mean of `values`; 1 without clusters."""
     from lmm_lightning.metrics.bootstrap import cluster_mean_stderr, mean_stderr
@@ -100,7 +92,7 @@ def design_effect(values: np.ndarray, clusters: Optional[list[Any]]) -> float:
 def power_rows(run: Any, baseline: Any = None, effect: Optional[float] = None, alpha: float = 0.05, power: float = 0.8,
                tasks: Optional[list[str]] = None) -> list[PowerRow]:
     """A row per task and per-document metric of `run` (a `load_run` folder), paired with `baseline` where given."""
-    from lmm_lightning.compare import per_document
+    from lmm_lightning.compare import document_clusters, per_document
     from lmm_lightning.evaluation.results import key_text
 
     rows = []
@@ -108,7 +100,7 @@ def power_rows(run: Any, baseline: Any = None, effect: Optional[float] = None, a
         if tasks and task not in tasks:
             continue
         cluster_key = (run.configs.get(task) or {}).get("cluster_key")
-        by_doc = {int(r["doc_id"]): record_cluster(r, cluster_key) for r in records} if cluster_key else {}
+        by_doc = document_clusters(run, task) or {}
         for key in run.metrics.get(task, []):
             mine = per_document(records, key)
             if mine is None or len(mine) < 2:

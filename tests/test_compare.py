@@ -144,7 +144,7 @@ def test_console_entry_dispatches_compare(tmp_path, capsys):
     assert exit.value.code == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["difference"] == 0.5 and row["n"] == 2 and row["metric"] == "acc,none"
-    assert list(row) == ["task", "metric", "n", "a", "b", "difference", "ci_lower", "ci_upper", "p_value", "p_holm", "candidate"]
+    assert list(row) == ["task", "metric", "n", "a", "b", "difference", "ci_lower", "ci_upper", "p_value", "p_holm", "candidate", "clusters"]
     assert row["p_holm"] == row["p_value"]  # one comparison: nothing to correct
 
 
@@ -165,3 +165,36 @@ def test_a_baseline_against_several_runs_corrects_every_p_value_with_holm(tmp_pa
     assert "| Holm p | holds |" in table
     lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith(f"| {tmp_path}")}
     assert lines[str(b)].rstrip().endswith("| yes |") and lines[str(c)].rstrip().endswith("| no |")
+
+
+def write_clustered_run(folder: Path, values: list[float], clusters: list[str]) -> Path:
+    """A results folder of one task `t` that names `cluster_key: image`, each record carrying its cluster label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [{"doc_id": i, "target": 0, "acc": v, "cluster": c} for i, (v, c) in enumerate(zip(values, clusters))]
+    (folder / "samples_t.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    doc = {"results": {"t": {"alias": "t", "acc,none": float(np.mean(values)), "acc_stderr,none": 0.0}}, "groups": {},
+           "configs": {"t": {"task": "t", "cluster_key": "image"}}}
+    (folder / "results.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_a_clustered_task_is_compared_by_whole_clusters(tmp_path, capsys):
+    from lmm_lightning.compare import cluster_sign_flip_p_value
+
+    # 8 images x 10 questions; B differs from A by a whole image at a time: +1 on 3 images, -1 on 1
+    clusters = [f"img{g}" for g in range(8) for _ in range(10)]
+    shift = {0: 1.0, 1: 1.0, 2: 1.0, 3: -1.0}
+    a_values = [0.0 if g in shift and shift[g] > 0 else 1.0 if g in shift else float(i % 2) for g in range(8) for i in range(10)]
+    b_values = [x + shift.get(g, 0.0) for x, g in zip(a_values, [g for g in range(8) for _ in range(10)])]
+    a = write_clustered_run(tmp_path / "a", a_values, clusters)
+    b = write_clustered_run(tmp_path / "b", b_values, clusters)
+    assert main([str(a), str(b), "--iters", "20000", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    d = np.array(b_values) - np.array(a_values)
+    sums = d.reshape(8, 10).sum(1)
+    exact = float(np.mean([abs(np.dot(s, sums)) / 80 >= abs(d.mean()) - 1e-12 for s in itertools.product([-1, 1], repeat=8)]))
+    assert row["clusters"] == 8 and row["difference"] == pytest.approx(0.25)
+    assert row["p_value"] == pytest.approx(exact, abs=0.01)  # 2^8 sign vectors of whole images, enumerated
+    assert exact > 0.5 and sign_flip_p_value(d, 20000, 1) < 0.01  # as independent questions it would look certain
+    assert row["ci_lower"] < 0 < row["ci_upper"]  # resampling images, the interval holds zero
+    assert cluster_sign_flip_p_value(d, clusters, 20000, 1) == pytest.approx(exact, abs=0.01)

@@ -87,7 +87,7 @@ def test_the_command_reads_a_run_pairs_a_baseline_and_allows_for_clusters(tmp_pa
 
 
 def test_a_records_written_cluster_label_is_read_before_its_documents_field():
-    from lmm_lightning.power import record_cluster
+    from lmm_lightning.compare import record_cluster
 
     assert record_cluster({"cluster": "image:ab12", "doc": {"question": "q"}}, "image") == "image:ab12"  # an image column
     assert record_cluster({"doc": {"image_id": 7}}, "image_id") == 7  # an earlier run's samples, without the label
