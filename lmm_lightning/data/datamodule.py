@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmm_lightning.data.loading import TaskDocuments, load_documents
 from lmm_lightning.data.sampler import BatchIndex, BatchSize, PaddedDistributedSampler, holds_auto
+from lmm_lightning.data.video import FrameSampling
 from lmm_lightning.errors import InputError
 from lmm_lightning.metrics.aggregation import AGGREGATIONS
 from lmm_lightning.parallel import data_parallel
@@ -72,8 +73,9 @@ class RequestDataset(Dataset):
             return []
         try:
             return entry.visuals(request.doc_id)
-        except Exception as err:  # noqa: BLE001 - a missing or corrupt image, whatever the decoder raises
-            raise InputError(f"task '{request.task}', doc_id {request.doc_id}: cannot load its image: {type(err).__name__}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a missing or corrupt image or video, whatever the decoder raises
+            kind = "video" if entry.has_videos else "image"
+            raise InputError(f"task '{request.task}', doc_id {request.doc_id}: cannot load its {kind}: {type(err).__name__}: {err}") from None
 
 
 def all_min(value: int, device: Any) -> int:
@@ -177,6 +179,20 @@ def check_at_least(option: str, value: Any, minimum: int) -> None:
         raise InputError(f"data.{option}: expected an integer of at least {minimum}, got {value!r}")
 
 
+def frame_sampling_of(video_frames: Any, video_fps: Any, max_video_frames: Any) -> Optional[FrameSampling]:
+    """The data module's video options as a `FrameSampling` (None for `video_frames: model`), checked one by one."""
+    if video_frames != "model" and not (_is_int(video_frames) and video_frames >= 1):
+        raise InputError(f"data.video_frames: expected a positive number of frames per video or 'model', got {video_frames!r}")
+    if video_fps is not None and not (_is_number(video_fps) and video_fps > 0):
+        raise InputError(f"data.video_fps: expected a positive number of frames per second, got {video_fps!r}")
+    check_at_least("max_video_frames", max_video_frames, 1)
+    if video_fps is not None:
+        return FrameSampling(count=None, fps=float(video_fps), max_frames=max_video_frames)
+    if video_frames == "model":
+        return None
+    return FrameSampling(count=video_frames, max_frames=max_video_frames)
+
+
 def check_aggregations(task: Task, where: str) -> None:
     for i, metric in enumerate(task.metrics):
         if not isinstance(metric.aggregation, str) or metric.aggregation not in AGGREGATIONS:
@@ -210,6 +226,11 @@ class BenchmarkDataModule(LightningDataModule):
             chat template instead of one user turn (lm-eval's `--fewshot_as_multiturn`).
         prompt_model: the lmms-eval model name (e.g. `qwen2_vl`) whose entry of a task's
             `lmms_eval_specific_kwargs` its prompts use; tasks without one use the `default` entry.
+        video_frames: frames taken from each video, spread uniformly from the first to the last (lmms-eval's
+            `max_frames_num`), or "model": the model's own preference (its video processor's `num_frames` or
+            `fps`), handed over by the EvaluationCallback once the model is loaded.
+        video_fps: one frame every 1/fps seconds instead of a fixed count (capped by max_video_frames).
+        max_video_frames: at most this many frames per video, re-spread uniformly when over.
     """
 
     def __init__(
@@ -227,6 +248,9 @@ class BenchmarkDataModule(LightningDataModule):
         fewshot_selection: FewshotSelection = "seeded",
         fewshot_as_multiturn: bool = False,
         prompt_model: Optional[str] = None,
+        video_frames: Union[int, str] = 8,
+        video_fps: Optional[float] = None,
+        max_video_frames: Optional[int] = None,
     ) -> None:
         super().__init__()
         check_batch_size(batch_size)
@@ -252,6 +276,8 @@ class BenchmarkDataModule(LightningDataModule):
         self.fewshot_selection = fewshot_selection
         self.fewshot_as_multiturn = bool(fewshot_as_multiturn)
         self.prompt_model = prompt_model
+        self.video_frames, self.video_fps, self.max_video_frames = video_frames, video_fps, max_video_frames
+        self._frame_sampling = frame_sampling_of(video_frames, video_fps, max_video_frames)  # None: the model's, later
         self.documents: dict[str, TaskDocuments] = {}
         self.groups: list[GroupSpec] = []
         self.group_subtasks: dict[str, list[str]] = {}
@@ -295,6 +321,8 @@ class BenchmarkDataModule(LightningDataModule):
         check_aggregations(task, str(where))
         documents = load_documents(task, self.limit, self.offset)
         self.documents[task.name] = documents
+        if documents.has_videos:
+            task.frame_sampling = self._frame_sampling or FrameSampling()  # part of its answers: other frames, other answers
         for doc_id, doc in documents.docs.items():
             try:
                 self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
@@ -317,12 +345,23 @@ class BenchmarkDataModule(LightningDataModule):
         """The requests an earlier run answered, left out of the batches; set through `connect`."""
         return self._done_uids
 
-    def connect(self, done_uids: Optional[AbstractSet[int]] = None, batch_size: Optional[BatchSize] = None) -> None:
+    @property
+    def wants_model_frames(self) -> bool:
+        """Whether the frames taken from each video are the model's choice (`video_frames: model`)."""
+        return self._frame_sampling is None
+
+    def connect(
+        self,
+        done_uids: Optional[AbstractSet[int]] = None,
+        batch_size: Optional[BatchSize] = None,
+        frame_sampling: Optional[FrameSampling] = None,
+    ) -> None:
         """The one door for settings known only once the run has started, before any dataloader exists.
 
         Args:
             done_uids: the requests an earlier run answered (resume): no batch holds them.
             batch_size: the sizes to plan with in place of `batch_size: auto`, from `resolve_batch_size`.
+            frame_sampling: the model's frames per video, for `video_frames: model`.
 
         A setting left out keeps the value it has.
         """
@@ -333,6 +372,11 @@ class BenchmarkDataModule(LightningDataModule):
                 raise ValueError(f"connect: batch_size {batch_size!r} still holds 'auto'; resolve it with resolve_batch_size")
             check_batch_size(batch_size)
             self._connected_batch_size = batch_size
+        if frame_sampling is not None:
+            self._frame_sampling = frame_sampling
+            for documents in self.documents.values():
+                if documents.has_videos:
+                    documents.task.frame_sampling = frame_sampling
 
     def resolved_batch_size(self) -> BatchSize:
         """The batch size the sampler plans with: the one `connect` handed over, else `batch_size` as given.

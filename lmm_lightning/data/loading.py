@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 import datasets
 import PIL.Image
 
+from lmm_lightning.data.video import Clip, FrameSampling, VideoError, decode, describe, probe
 from lmm_lightning.errors import InputError
 from lmm_lightning.tasks import Task, TaskSpec
 from lmm_lightning.tasks.spec import FunctionRef
@@ -30,11 +31,18 @@ class TaskDocuments:
     rows: Optional[datasets.Dataset] = None
     positions: dict[int, int] = field(default_factory=dict)
     _raw: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)  # columns read undecoded
+    has_videos: bool = False  # whether `doc_to_visual` names videos (checked, header by header, at set-up)
 
     def visuals(self, doc_id: int) -> list[Any]:
+        """The document's images and decoded videos (`Video`): called in the data loader workers, batch by batch."""
         if not self.task.has_visuals or self.rows is None:
             return []
-        return self.task.doc_to_visual(self.rows[self.positions[doc_id]])
+        items = self.task.doc_to_visual(self.rows[self.positions[doc_id]])
+        if not self.has_videos:
+            return items
+        folder = self.task.spec.video_folder
+        sampling = self.task.frame_sampling or FrameSampling()  # the frames the data module chose (Task.frame_sampling)
+        return [decode(media_source(item, folder), sampling) if is_video(item, folder) else item for item in items]
 
     def raw_value(self, doc_id: int, key: str) -> Any:
         """A column the text documents leave out (an image), as stored: an image's encoded bytes, not decoded;
@@ -93,6 +101,10 @@ def _resolve_files(data_files: Union[str, list, dict], root: Path) -> Union[str,
     return str(path if path.is_absolute() else root / path)
 
 
+# `dataset_kwargs` lmms-eval reads itself and removes before `load_dataset` (the video cache folder and how it is filled).
+LMMS_EVAL_DATASET_KWARGS = ("video", "cache_dir", "create_link", "From_YouTube", "force_download", "force_unzip", "local_files_only")
+
+
 def _read_split(spec: TaskSpec, split: str) -> datasets.Dataset:
     if isinstance(spec.dataset_path, FunctionRef):
         return spec.dataset_path.resolve(f"{spec.source}: field 'dataset_path'")(split)
@@ -102,6 +114,8 @@ def _read_split(spec: TaskSpec, split: str) -> datasets.Dataset:
         return loader(split)
     kwargs = dict(spec.dataset_kwargs or {})
     kwargs.pop("trust_remote_code", None)  # datasets 4+ runs no loading scripts; lm-eval drops it too
+    for key in LMMS_EVAL_DATASET_KWARGS:  # lmms-eval's own settings (where its videos live), not `load_dataset`'s
+        kwargs.pop(key, None)
     data_files = kwargs.pop("data_files", spec.data_files)
     if data_files is not None and spec.source is not None:
         data_files = _resolve_files(data_files, spec.source.parent)
@@ -198,11 +212,96 @@ def image_rows(task: Task, split: datasets.Dataset, selected: range) -> datasets
     loads, and then decoded lazily like an image column."""
     rows = split.select(selected)
     paths = path_image_column(task, split)
+    first = rows[0][paths] if paths and rows.num_rows else None
+    if is_video(first[0] if isinstance(first, list) and first else first, task.spec.video_folder):
+        return rows  # a column of video paths: checked by `check_videos`, decoded by `TaskDocuments.visuals`
     if paths:
         check_image_paths(rows, paths, selected, str(task.spec.source or task.spec.task))
         image = datasets.Image() if isinstance(split.features[paths], datasets.Value) else datasets.List(datasets.Image())
         rows = rows.cast_column(paths, image)
     return rows
+
+
+# --- videos ---------------------------------------------------------------------------------------
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
+
+
+def video_bytes(data: bytes) -> bool:
+    """Whether in-memory bytes are a video container (MP4/MOV `ftyp`, Matroska/WebM EBML, AVI), not an image."""
+    return data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
+
+
+def resolve_video(path: Union[str, Path], folder: Path) -> Path:
+    """A video path as `doc_to_visual` gives it, relative to the task's video folder; a file missing under its own
+    suffix is looked for under the others (Video-MME ships some videos as .MP4 or .mkv where its list says .mp4)."""
+    path = Path(os.path.expanduser(str(path)))
+    path = path if path.is_absolute() else folder / path
+    if path.exists() or not path.suffix:
+        return path
+    for suffix in VIDEO_SUFFIXES + tuple(s.upper() for s in VIDEO_SUFFIXES):
+        if path.with_suffix(suffix).is_file():
+            return path.with_suffix(suffix)
+    return path
+
+
+def _stored(item: Any) -> Any:
+    """A datasets Video/binary value left undecoded ({"bytes": ..., "path": ...}) as its bytes, else its path."""
+    return item.get("bytes") or item.get("path") if isinstance(item, dict) else item
+
+
+def is_video(item: Any, folder: Path) -> bool:
+    """A video (a clip, a path with a video suffix or to a folder of frames, or video bytes) rather than an image."""
+    if isinstance(item, Clip):
+        return True
+    item = _stored(item)
+    if isinstance(item, (bytes, bytearray)):
+        return video_bytes(bytes(item[:16]))
+    if isinstance(item, (str, Path)):
+        return Path(str(item)).suffix.lower() in VIDEO_SUFFIXES or resolve_video(item, folder).is_dir()
+    return False
+
+
+def media_source(item: Any, folder: Path) -> Union[Path, bytes, Clip]:
+    """What the decoder reads for a video item: its resolved path, its bytes, or the clip with its resolved path."""
+    if isinstance(item, Clip):
+        return Clip(str(resolve_video(item.path, folder)), item.start, item.end, item.fps)
+    item = _stored(item)
+    return bytes(item) if isinstance(item, (bytes, bytearray)) else resolve_video(item, folder)
+
+
+def check_videos(task: Task, docs: dict[int, dict[str, Any]]) -> bool:
+    """Whether the task's `doc_to_visual` names videos; if so, each one's header is read now, so a missing or corrupt
+    video is one error naming the file and the document before any model loads. Image tasks are left alone: their
+    `doc_to_visual` needs image columns the text documents do not hold, or gives no video for the first document."""
+    if not task.has_visuals or not docs:
+        return False
+    where, folder = str(task.spec.source or task.spec.task), task.spec.video_folder
+    first = next(iter(docs.values()))
+    try:
+        if not any(is_video(item, folder) for item in task.doc_to_visual(first)):
+            return False
+    except Exception:  # noqa: BLE001 - an image task's function reading an image column the text view leaves out
+        return False
+    checked: dict[str, Optional[str]] = {}
+    for doc_id, doc in docs.items():
+        try:
+            items = task.doc_to_visual(doc)
+        except Exception as err:  # noqa: BLE001 - the task's own function
+            raise InputError(f"{where}: document {doc_id}: field 'doc_to_visual': {type(err).__name__}: {err}") from None
+        for item in items:
+            if not is_video(item, folder):
+                continue
+            source = media_source(item, folder)
+            name = describe(source.path if isinstance(source, Clip) else source)
+            if name not in checked:
+                try:
+                    probe(source)
+                    checked[name] = None
+                except VideoError as err:
+                    checked[name] = str(err)
+            if checked[name]:
+                raise InputError(f"{where}: document {doc_id}: video {checked[name]} (video folder {folder})")
+    return True
 
 
 # --- one task's documents --------------------------------------------------------------------------
@@ -246,4 +345,5 @@ def load_documents(task: Task, limit: Union[int, float, None], offset: int) -> T
     docs = text_rows(text_split.select(selected), spec)
     rows = image_rows(task, split, selected) if task.has_visuals else None
     positions = {doc_id: i for i, doc_id in enumerate(selected)}
-    return TaskDocuments(task, dict(zip(selected, docs)), len(split), rows, positions)
+    by_id = dict(zip(selected, docs))
+    return TaskDocuments(task, by_id, len(split), rows, positions, has_videos=check_videos(task, by_id))

@@ -12,6 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmm_lightning.data.datamodule import AgreedInputError, BenchmarkDataModule, RequestBatch, all_min
 from lmm_lightning.data.sampler import holds_auto, resolve_batch_size
+from lmm_lightning.data.video import FrameSampling
 from lmm_lightning.evaluation.gather import ResponseCollector
 from lmm_lightning.evaluation.hub import push_results, split_target
 from lmm_lightning.evaluation.judge import Judge, check_judged
@@ -98,6 +99,9 @@ def report_when_loaded(pl_module: LightningModule, failfast: FailFast, datamodul
         load()
         failfast.phase(LOADED)
         connect_batch_size(datamodule, pl_module)
+        if datamodule.wants_model_frames:  # video_frames: model; a model without a preference gets 8 frames
+            preferred = pl_module.frame_sampling() if isinstance(pl_module, EvalModule) else None
+            datamodule.connect(frame_sampling=preferred or FrameSampling())
 
     pl_module.configure_model = load_then_report
 

@@ -165,6 +165,8 @@ def _add_task(out: dict[str, Any], result: TaskResult) -> None:
     out["minimum_detectable_difference"][name] = detectable_differences(result.metrics)
     # the metrics scored, the output type's defaults included (lm-eval's readers, zeno_visualize, go by them)
     out["configs"][name] = {**spec.to_dict(), "metric_list": [_metric_entry(m) for m in result.task.metrics]}
+    if getattr(result.task, "frame_sampling", None) is not None:
+        out["configs"][name]["frame_sampling"] = asdict(result.task.frame_sampling)  # the frames each video gave
     out["versions"][name] = spec.version
     out["n-shot"][name] = spec.num_fewshot
     out["higher_is_better"][name] = result.higher_is_better

@@ -95,9 +95,17 @@ def answer_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("judge", "cluster_key")} | {"source": None}
 
 
+def task_answer_config(task: Any) -> dict[str, Any]:
+    """`answer_config` of a task's spec, with the frames a video task takes from each video (other frames, other
+    answers; a task without videos keeps the key it had)."""
+    config = answer_config(task.spec.to_dict())
+    sampling = getattr(task, "frame_sampling", None)
+    return config if sampling is None else config | {"frame_sampling": asdict(sampling)}
+
+
 def request_keys(requests: Sequence[Request], tasks: Mapping[str, Any], model_identity: str) -> list[str]:
     """The key of every request (by uid); a task's config counts, not the file it was read from."""
-    configs = {name: config_digest(answer_config(task.spec.to_dict())) for name, task in tasks.items()}
+    configs = {name: config_digest(task_answer_config(task)) for name, task in tasks.items()}
     return [request_key(r, configs[r.task], model_identity) for r in requests]
 
 

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lmm_lightning.data.datamodule import RequestBatch
+from lmm_lightning.data.video import FrameSampling
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.precision import module_precision, precision_identity
 from lmm_lightning.requests import Request, RequestType, Response
@@ -49,6 +50,10 @@ class EvalModule(LightningModule):
         as each request returns, so an interrupted run has stored every request it paid for."""
         if self.answer_sink is not None:
             self.answer_sink(index, response)
+
+    def frame_sampling(self) -> Optional[FrameSampling]:
+        """The frames this model wants from each video (`data.video_frames: model`); None: no preference."""
+        return None
 
     def loglikelihood(self, requests: list[Request]) -> list[Response]:
         """Log-probability of each continuation given its context, and whether it is the greedy one."""

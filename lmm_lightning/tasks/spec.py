@@ -6,6 +6,7 @@ with their meaning, and their group YAMLs.
 """
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union, get_args
@@ -252,6 +253,9 @@ class TaskSpec:
     # The document field naming the unit documents share (an image, a passage, a video): standard errors and
     # intervals then resample these clusters, not documents (two questions about one image are not independent).
     cluster_key: Optional[str] = None
+    # Where the videos `doc_to_visual` names by relative path live: a folder (relative to this YAML, `~` and
+    # $VARS expanded); unset, `$HF_HOME/<dataset_kwargs.cache_dir>` where lmms-eval keeps them, else this YAML's folder.
+    video_dir: Optional[str] = None
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
     filter_list: list[dict[str, Any]] = field(default_factory=list)
     process_results: Any = None
@@ -304,6 +308,19 @@ class TaskSpec:
         return self.explicit_fewshot_split or self.training_split or self.validation_split or self.evaluated_split
 
     @property
+    def video_folder(self) -> Path:
+        """The folder relative video paths are read from: `video_dir` (relative to the YAML), else lmms-eval's
+        `$HF_HOME/<dataset_kwargs.cache_dir>` (HF_HOME defaulting to ~/.cache/huggingface), else the YAML's folder."""
+        root = self.source.parent if self.source else Path.cwd()
+        if self.video_dir is not None:
+            folder = Path(os.path.expandvars(os.path.expanduser(self.video_dir)))
+            return folder if folder.is_absolute() else root / folder
+        cache_dir = (self.dataset_kwargs or {}).get("cache_dir")
+        if isinstance(cache_dir, str):
+            return Path(os.path.expanduser(os.environ.get("HF_HOME", "~/.cache/huggingface"))) / cache_dir
+        return root
+
+    @property
     def sampler(self) -> str:
         """"first_n" (the first k examples in order) or "default" (drawn at random)."""
         if self.fewshot_config is not None and self.fewshot_config.sampler != "default":
@@ -319,9 +336,9 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as written into results.json `configs` (functions as `!function module.attr`)."""
         out = _plain(asdict(self))
-        for key in ("judge", "cluster_key"):
+        for key in ("judge", "cluster_key", "video_dir"):
             if out[key] is None:
-                del out[key]  # written only for a judged or clustered task
+                del out[key]  # written only for a judged, clustered or video task
         return out
 
     @classmethod
@@ -501,6 +518,7 @@ def _check_field_types(raw: dict[str, Any], path: Path) -> None:
     if raw.get("fewshot_sampler", "random") not in ("random", "first_n"):
         raise _error(path, "fewshot_sampler", "'random' or 'first_n'", raw["fewshot_sampler"])
     _check_type(path, raw, "filter_list", (list,), "a list of {name: ..., filter: [...]} mappings")
+    _check_type(path, raw, "video_dir", (str,), "a folder holding the task's videos (relative to the YAML)")
     _check_type(path, raw, "cluster_key", (str,), "the name of a document field (e.g. image_id), or of an image column")
     for key in ("num_fewshot", "repeats"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < (1 if key == "repeats" else 0)):

@@ -48,16 +48,17 @@ def _metric_options(metric: MetricSpec, where: str) -> dict[str, Any]:
 def prompt_kwargs(spec: TaskSpec, model_name: Optional[str] = None) -> Optional[dict[str, Any]]:
     """lmms-eval's `lmms_eval_specific_kwargs` as lmms-eval 0.7 (`ConfigurableTask.__init__`) hands them to a
     model: its own entry where the mapping has one (`qwen2_vl: {...}`), else the mapping with its `default`
-    (or `dataset`) entry merged in."""
+    (or `dataset`) entry merged in. `video_dir` is added: the task's video folder (`TaskSpec.video_folder`)."""
     kwargs = spec.lmms_eval_specific_kwargs
     if kwargs is None:
         return None
+    video = {"video_dir": str(spec.video_folder)}  # where a video task's functions find its videos and subtitles
     if model_name is not None and isinstance(kwargs.get(model_name), dict):
-        return dict(kwargs[model_name])
+        return {**video, **kwargs[model_name]}
     for key in ("default", "dataset"):
         if isinstance(kwargs.get(key), dict):
-            return {**kwargs, **kwargs[key]}
-    return dict(kwargs)
+            return {**video, **kwargs, **kwargs[key]}
+    return {**video, **kwargs}
 
 
 class Task:
@@ -83,6 +84,7 @@ class Task:
             raise InputError(f"data.fewshot_selection: expected one of {list(FEWSHOT_SELECTIONS)}, got {fewshot_selection!r}")
         self.spec = spec
         self.seed = seed
+        self.frame_sampling: Any = None  # a video task's `FrameSampling`, set by the data module
         self.fewshot_selection = fewshot_selection
         self.fewshot_as_multiturn = fewshot_as_multiturn
         self.where = where = str(spec.source or spec.task)

@@ -110,6 +110,24 @@ CASES = {
         },
         "cannot load its image",
     ),
+    "video missing": (
+        {
+            "files": {"bad.yaml": GOOD_MC + "doc_to_visual: vids:load\n", "vids.py": "def load(doc):\n    return ['{tmp}/missing.mp4']\n"},
+            "set": {"data.init_args.tasks": ["{tmp}/bad.yaml"]},
+        },
+        "missing.mp4: no such video file",
+    ),
+    "video corrupt": (
+        {
+            "files": {
+                "bad.yaml": GOOD_MC + "doc_to_visual: vids:load\n",
+                "vids.py": "def load(doc):\n    return ['{tmp}/corrupt.mp4']\n",
+                "corrupt.mp4": b"\x00\x00\x00\x18ftypmp42 not really a video",
+            },
+            "set": {"data.init_args.tasks": ["{tmp}/bad.yaml"]},
+        },
+        "corrupt.mp4: cannot read video",
+    ),
     "generation not a string": (
         {
             "set": {
