@@ -3,11 +3,13 @@
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from lmm_lightning.data.datamodule import RequestBatch
+from lmm_lightning.data.video import FrameSampling, Video
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
 from lmm_lightning.models.generation import generate, prompt_budget
@@ -22,11 +24,26 @@ from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import Request, RequestType, Response
 
 Row = dict[str, torch.Tensor]
+VIDEO_INPUTS = ("auto", "video", "frames")
 
 
 def to_rgb(image: Any) -> Any:
     """PNGs decode as RGBA or palette images; vision towers expect three channels."""
     return image.convert("RGB") if hasattr(image, "convert") and getattr(image, "mode", "RGB") != "RGB" else image
+
+
+class MixedVideoShapes(ValueError):
+    """A batch whose per-video tensors (one stack of frames per video) differ in shape and cannot be concatenated."""
+
+
+def video_shapes(visuals: list[Any]) -> tuple:
+    """What must agree for stacked videos to batch: each video's frame count and frame size."""
+    return tuple((len(v.frames), v.frames[0].size if v.frames else None) for v in visuals if isinstance(v, Video))
+
+
+def video_array(video: Video) -> np.ndarray:
+    """A decoded video as video processors take one: its frames stacked, (frames, height, width, 3) uint8 RGB."""
+    return np.stack([np.asarray(to_rgb(frame)) for frame in video.frames])
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -63,6 +80,10 @@ class HFVisionLM(EvalModule):
         use_chat_template: wrap each context in the processor's chat template when it has one.
         system_prompt: a system turn before each context (a plain line when there is no chat template).
         max_length: context window; defaults to the language model's `max_position_embeddings`.
+        video_input: how a video reaches the model: "video" through the processor's `videos=` (Qwen2-VL /
+            Qwen2.5-VL, LLaVA-OneVision, LLaVA-Video: a video entry in the chat template, the model's own video
+            tokens), "frames" as that many images (any image model), "auto" (default): "video" when the processor
+            has a video processor, else "frames".
     """
 
     def __init__(
@@ -78,8 +99,11 @@ class HFVisionLM(EvalModule):
         revision: Optional[str] = None,
         peft: Optional[str] = None,
         device_map: Union[str, dict, None] = None,
+        video_input: str = "auto",
     ) -> None:
         super().__init__()
+        if video_input not in VIDEO_INPUTS:
+            raise InputError(f"model.video_input: expected one of {list(VIDEO_INPUTS)}, got {video_input!r}")
         self.save_hyperparameters()
         self.source = check_pretrained(self.hparams)  # resolved once: every later load reads the same files
         self.adapter = resolve_adapter(peft)
@@ -93,7 +117,7 @@ class HFVisionLM(EvalModule):
             return
         check_device_map(self.hparams.device_map, self._trainer.world_size if self._trainer is not None else 1)
         path, options = pretrained_options(self.hparams, self.source)
-        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
+        self.processor = self.load_processor(path)
         if not hasattr(self.processor, "tokenizer"):
             raise InputError(f"model.pretrained: the processor in {path} has no tokenizer; is this an image-text model?")
         fill_pad_token(self.tokenizer)
@@ -101,6 +125,10 @@ class HFVisionLM(EvalModule):
         model = parallelize_for(self._trainer, model)  # tensor parallel: split by the model's own plan
         model = float32_head(model)  # float32 logits whatever the model's dtype
         self.set_model(model.eval(), placed=self.hparams.device_map is not None)
+
+    def load_processor(self, path: str) -> Any:
+        """The model folder's processor (tokenizer, image and video processors, chat template)."""
+        return AutoProcessor.from_pretrained(path, trust_remote_code=self.hparams.trust_remote_code)
 
     def identity(self) -> dict[str, Any]:
         """Hyperparameters, precision and the files evaluated (folder, hub commit, adapter): other weights, other
@@ -121,6 +149,39 @@ class HFVisionLM(EvalModule):
         return int(getattr(text_config, "max_position_embeddings", 2048))
 
     @property
+    def takes_videos(self) -> bool:
+        """Whether videos go through the processor's `videos=` (else each frame is an image)."""
+        if self.hparams.video_input == "auto":
+            return getattr(self.processor, "video_processor", None) is not None
+        return self.hparams.video_input == "video"
+
+    def frame_sampling(self) -> Optional[FrameSampling]:
+        """The video processor's own choice of frames (`num_frames`, else `fps` capped by `max_frames`), for
+        `data.video_frames: model`; None when it has none or videos go in as frames."""
+        video = getattr(self.processor, "video_processor", None)
+        if video is None or not self.takes_videos:
+            return None
+        if getattr(video, "num_frames", None):
+            return FrameSampling(count=int(video.num_frames))
+        if getattr(video, "fps", None):
+            return FrameSampling(count=None, fps=float(video.fps), max_frames=getattr(video, "max_frames", None))
+        return None
+
+    def media(self, visuals: list[Any]) -> tuple[list[Any], list[Video]]:
+        """A request's images and videos as the model takes them: a decoded `Video` stays a video for a model that
+        takes videos and becomes its frames (as images, in order) for one that does not."""
+        images: list[Any] = []
+        videos: list[Video] = []
+        for item in visuals:
+            if not isinstance(item, Video):
+                images.append(item)
+            elif self.takes_videos:
+                videos.append(item)
+            else:
+                images.extend(item.frames)
+        return images, videos
+
+    @property
     def chat(self) -> bool:
         return bool(self.hparams.use_chat_template and getattr(self.processor, "chat_template", None))
 
@@ -136,11 +197,12 @@ class HFVisionLM(EvalModule):
             )
         return request.context
 
-    def prompt(self, context: str, n_images: int) -> str:
-        """The text the processor sees: the chat template, or image tokens then the context."""
+    def prompt(self, context: str, n_images: int, n_videos: int = 0) -> str:
+        """The text the processor sees: the chat template, or image (and video) tokens then the context."""
         system = self.hparams.system_prompt
         if self.chat:
-            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": context}]
+            visuals = [{"type": "image"} for _ in range(n_images)] + [{"type": "video"} for _ in range(n_videos)]
+            content = visuals + [{"type": "text", "text": context}]
             messages = [{"role": "user", "content": content}]
             if system:
                 messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
@@ -151,18 +213,28 @@ class HFVisionLM(EvalModule):
                 f"{type(self.processor).__name__} has no chat template and no `image_token`, so images cannot be placed"
                 " in the prompt; use a model folder whose processor defines one of them"
             )
+        video_token = getattr(self.processor, "video_token", None)
+        if n_videos and not video_token:
+            raise InputError(
+                f"{type(self.processor).__name__} has no chat template and no `video_token`, so videos cannot be placed"
+                " in the prompt; set model.video_input frames, or use a model folder whose processor defines one"
+            )
         images = (image_token + "\n") * n_images  # a separator keeps adjacent images apart (Qwen2-VL needs it)
-        return (system + "\n" if system else "") + images + context
+        videos = (video_token + "\n") * n_videos if n_videos else ""
+        return (system + "\n" if system else "") + images + videos + context
 
-    def encode(self, text: str, images: list[Any]) -> Row:
-        """One row: token tensors of shape (1, length) plus the image tensors (pixel values, grids, ...)."""
+    def encode(self, text: str, images: list[Any], videos: Optional[list[Video]] = None) -> Row:
+        """One row: token tensors of shape (1, length) plus the image and video tensors (pixel values, grids, ...).
+        A video goes in as its frames stacked (frames, height, width, 3), already sampled (`data.video_frames`)."""
         if not text:
             text = self.tokenizer.bos_token or self.tokenizer.eos_token  # the first token needs something to follow
+        extra = {"videos": [video_array(video) for video in videos]} if videos else {}
         features = self.processor(
             text=[text],
             images=[to_rgb(image) for image in images] or None,
             add_special_tokens=not self.chat,  # a chat template writes its own special tokens
             return_tensors="pt",
+            **extra,
         )
         return {key: value for key, value in features.items() if isinstance(value, torch.Tensor)}
 
@@ -179,6 +251,8 @@ class HFVisionLM(EvalModule):
                 values = [row[key] if key in row else torch.zeros_like(row["input_ids"]) for row in rows]
                 inputs[key] = torch.cat([F.pad(v, _pad_spec(v, width, padding_side), value=fill) for v in values])
             else:
+                if len({row[key].shape[1:] for row in present}) > 1:
+                    raise MixedVideoShapes(key)
                 inputs[key] = torch.cat([row[key] for row in present])
         return inputs
 
@@ -201,9 +275,26 @@ class HFVisionLM(EvalModule):
                 "is scored by text models only; evaluate this task with model.class_path lmm_lightning.models.HFCausalLM"
             )
         visuals = batch.visuals or [[] for _ in batch.requests]
-        if batch.request_type is RequestType.LOGLIKELIHOOD:
-            return self.loglikelihood(batch.requests, visuals)
-        return self.generate_until(batch.requests, visuals)
+        answer = self.loglikelihood if batch.request_type is RequestType.LOGLIKELIHOOD else self.generate_until
+        try:
+            return answer(batch.requests, visuals)
+        except MixedVideoShapes as err:
+            if self.synced_generation:  # every rank must run as many forwards: no splitting a batch on one rank alone
+                raise InputError(
+                    f"{type(self.processor).__name__} stacks each video's frames ({err}), and one batch holds videos of "
+                    "different frame counts or sizes (a video shorter than data.video_frames); under FSDP set "
+                    "data.batch_size 1 or fewer data.video_frames"
+                ) from None
+        # A processor that stacks a video's frames (LLaVA-OneVision) cannot batch videos of different frame counts or
+        # sizes (a video shorter than the frames asked): each group of alike videos is answered on its own.
+        groups: dict[tuple, list[int]] = {}
+        for i, visual in enumerate(visuals):
+            groups.setdefault(video_shapes(visual), []).append(i)
+        answers: dict[int, Response] = {}
+        for members in groups.values():
+            got = answer([batch.requests[i] for i in members], [visuals[i] for i in members])
+            answers.update(zip(members, got))
+        return [answers[i] for i in range(len(batch.requests))]
 
     # --- requests -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -231,14 +322,15 @@ class HFVisionLM(EvalModule):
         of a question share their prompt and images, which are encoded alone once, not once per choice."""
         prompt_lengths: dict[tuple, int] = {}
         encoded = []
-        for request, images in zip(requests, visuals):
-            prompt, continuation = self.prompt(self.single_turn(request), len(images)), request.continuation
+        for request, visual in zip(requests, visuals):
+            images, videos = self.media(visual)
+            prompt, continuation = self.prompt(self.single_turn(request), len(images), len(videos)), request.continuation
             if not self.chat:  # plain text: the text model's rule; a chat template owns its trailing whitespace
                 prompt, continuation = split_context(prompt, continuation)
             key = (request.task, request.doc_id, prompt)
             if key not in prompt_lengths:
-                prompt_lengths[key] = self.encode(prompt, images)["input_ids"].shape[1]
-            encoded.append((self.encode(prompt + continuation, images), prompt_lengths[key]))
+                prompt_lengths[key] = self.encode(prompt, images, videos)["input_ids"].shape[1]
+            encoded.append((self.encode(prompt + continuation, images, videos), prompt_lengths[key]))
         return encoded
 
     def _score_shared_contexts(self, requests: list[Request], encoded: list[tuple[Row, int]]) -> Optional[Scored]:
@@ -283,13 +375,15 @@ class HFVisionLM(EvalModule):
         """Left-padded batched generation, greedy unless the task samples, cut at the first stop string."""
         visuals = visuals or [[] for _ in requests]
         budget = prompt_budget(self.max_length, requests[0].generation)
-        rows = [
-            self._truncate(self.encode(self.prompt(self.single_turn(r), len(images)), images), budget, images)
-            for r, images in zip(requests, visuals)
-        ]
+        rows = [self._truncate(self._prompt_row(r, visual), budget, visual) for r, visual in zip(requests, visuals)]
         inputs = self.to_model(self.collate(rows, "left"))
         texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation)
         return [Response(uid=r.uid, text=text) for r, text in zip(requests, texts)]
+
+    def _prompt_row(self, request: Request, visual: list[Any]) -> Row:
+        """The encoded prompt of one generation request, with its images and videos."""
+        images, videos = self.media(visual)
+        return self.encode(self.prompt(self.single_turn(request), len(images), len(videos)), images, videos)
 
     def _truncate(self, row: Row, limit: int, images: list[Any]) -> Row:
         """Keep the last `limit` tokens of a text-only row; image tokens cannot be cut without breaking the model."""
@@ -298,7 +392,7 @@ class HFVisionLM(EvalModule):
             return row
         if images:
             raise InputError(
-                f"a prompt with {len(images)} image(s) is {length} tokens, more than model.max_length ({limit} here);"
+                f"a prompt with {len(images)} image(s) or video(s) is {length} tokens, more than model.max_length ({limit} here);"
                 " raise model.max_length, use fewer few-shot examples or smaller images"
             )
         return {k: v[:, -limit:] if self._per_token(row, k) else v for k, v in row.items()}

@@ -284,7 +284,7 @@ def test_shared_prompt_and_images_are_encoded_once(tiny_llava, monkeypatch, reus
     expected = [model.loglikelihood([r], [v])[0].logprob for r, v in zip(requests, visual)]
     calls = []
     encode = HFVisionLM.encode
-    monkeypatch.setattr(HFVisionLM, "encode", lambda self, text, imgs: calls.append(text) or encode(self, text, imgs))
+    monkeypatch.setattr(HFVisionLM, "encode", lambda self, text, imgs, videos=None: calls.append(text) or encode(self, text, imgs, videos))
     got = model.loglikelihood(requests, visual)
     assert len(calls) == 8 and len(set(calls)) == 8
     assert [r.logprob for r in got] == pytest.approx(expected, abs=1e-4)
