@@ -60,6 +60,9 @@ class Request:
     # The context as a conversation (description as system, each few-shot example a user and an assistant
     # turn, then the question) for a chat model; empty: a chat template wraps `context` as one user turn.
     messages: tuple[ChatMessage, ...] = ()
+    # What the request's prompt starts with besides text, for batching (not its identity): a digest of its
+    # document's images, so the questions on one image share batches and its encoding (`data.sampler`).
+    shares: str = ""
 
     @property
     def length(self) -> int:

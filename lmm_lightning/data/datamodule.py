@@ -63,8 +63,16 @@ class RequestDataset(Dataset):
         return len(self.requests)
 
     def __getitem__(self, index: BatchIndex) -> RequestBatch:
+        """The batch's requests and their images, each distinct image decoded once: the choices of a question share
+        its document's, and documents storing the same picture (`Request.shares`) share one decoded copy."""
         requests = [self.requests[uid] for uid in index.uids]
-        visuals = [self._visuals(r) for r in requests]
+        decoded: dict[tuple, list[Any]] = {}
+        visuals = []
+        for r in requests:
+            key = (r.task, r.shares) if r.shares else (r.task, r.doc_id, bool(r.context))
+            if key not in decoded:
+                decoded[key] = self._visuals(r)
+            visuals.append(decoded[key])
         return RequestBatch(requests, list(index.padding), visuals if any(visuals) else [])
 
     def _visuals(self, request: Request) -> list[Any]:
@@ -323,9 +331,13 @@ class BenchmarkDataModule(LightningDataModule):
         self.documents[task.name] = documents
         if documents.has_videos:
             task.frame_sampling = self._frame_sampling or FrameSampling()  # part of its answers: other frames, other answers
+        shares = documents.media_keys()  # the same picture, the same key: its questions batched together
         for doc_id, doc in documents.docs.items():
             try:
-                self.requests.extend(task.build_requests(doc_id, doc, first_uid=len(self.requests)))
+                built = task.build_requests(doc_id, doc, first_uid=len(self.requests))
+                if doc_id in shares:
+                    built = [replace(request, shares=shares[doc_id]) for request in built]
+                self.requests.extend(built)
                 empty = task.kind.empty_answer(doc)
                 if empty:
                     raise InputError(f"{where}: document {doc_id}: {empty}")

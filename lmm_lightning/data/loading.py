@@ -57,6 +57,41 @@ class TaskDocuments:
         return self._raw[key][self.positions[doc_id]][key]
 
 
+    def media_keys(self) -> dict[int, str]:
+        """Per document, a digest of the image it stores in the `doc_to_visual` column, read undecoded: documents
+        holding the same picture (POPE asks 18 questions about each) get the same key, so they share batches and
+        the image is decoded and encoded once for them (`Request.shares`). Empty when `doc_to_visual` is not a
+        plain image column (a function may crop or draw on each document's image differently)."""
+        column = self.task.spec.doc_to_visual
+        if self.rows is None or not isinstance(column, str) or is_reference(column) or column not in image_columns(self.rows):
+            return {}
+        feature = self.rows.features[column]
+        undecoded = datasets.Image(decode=False) if isinstance(feature, datasets.Image) else datasets.List(datasets.Image(decode=False))
+        raw = self.rows.select_columns([column]).cast_column(column, undecoded)
+        by_position = {position: doc_id for doc_id, position in self.positions.items()}
+        keys = {}
+        for start, batch in enumerate(raw.iter(batch_size=256)):
+            for offset, value in enumerate(batch[column]):
+                doc_id = by_position.get(start * 256 + offset)
+                if doc_id is not None:
+                    keys[doc_id] = stored_digest(value)
+        return keys
+
+
+def stored_digest(value: Any) -> str:
+    """A digest of an image (or a list of them) as stored: its encoded bytes, else its path.
+
+    >>> stored_digest({"bytes": b"abc", "path": None}) == stored_digest({"bytes": b"abc", "path": "x.png"})
+    True
+    """
+    digest = hashlib.sha256()
+    for item in value if isinstance(value, list) else [value]:
+        item = item or {}
+        digest.update(item["bytes"] if item.get("bytes") else str(item.get("path")).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
 def image_digest(image: PIL.Image.Image) -> str:
     """The same picture (mode, size and pixels) has the same digest, however and wherever it is stored."""
     return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()

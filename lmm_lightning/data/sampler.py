@@ -1,7 +1,7 @@
 """Dealing requests to ranks: whole batches, strided, padded so every rank runs the same batches.
 
 Batches are formed once over the global request list (grouped by request type and generation
-settings, longest first) and only then dealt to ranks. A batch therefore holds the same requests
+settings, then by task and shared images, longest first) and only then dealt to ranks. A batch therefore holds the same requests
 whatever the world size, so its numbers are identical on 1 or N processes. Ranks with fewer
 batches of a kind get padding batches (their last real request, flagged) so that collective
 operations inside the model (FSDP, synced generation) never wait on a rank that has finished.
@@ -86,11 +86,13 @@ def _group_key(request: Request) -> tuple:
 
 
 def _sort_key(request: Request) -> tuple:
-    """Longest first; requests sharing a context (the choices of a question) stay side by side so a
-    model can run their context once."""
+    """A task's requests side by side, and among them those on the same images (`Request.shares`), so the
+    requests of a batch share their few-shot examples or their image and a model computes that prefix once
+    (`models.prefix`); then longest first, and requests sharing a context (the choices of a question) side by
+    side so a model can run their context once."""
     if request.request_type is RequestType.LOGLIKELIHOOD:
-        return (-len(request.context), request.context, -len(request.continuation), request.uid)
-    return (-request.length, request.uid)
+        return (request.task, request.shares, -len(request.context), request.context, -len(request.continuation), request.uid)
+    return (request.task, request.shares, -request.length, request.uid)
 
 
 def global_batches(requests: Sequence[Request], batch_size: BatchSize) -> list[list[Request]]:

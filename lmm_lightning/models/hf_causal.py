@@ -7,15 +7,16 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
-from lmm_lightning.models.generation import generate, prompt_budget
+from lmm_lightning.models.generation import generate, prompt_budget, uses_own_loop
 from lmm_lightning.models.loading import (
     attention_identity, check_device_map, check_pretrained, fill_pad_token, load_tokenizer, pretrained_options, resolve_adapter, source_identity, with_adapter,
 )
 from lmm_lightning.models.loglikelihood import (
-    Encoded, as_responses, attention_implementation, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
+    Encoded, as_responses, attention_implementation, pad_left, reuse_mode, rolling_windows, score_cached, score_full, score_packed,
     score_rolling, split_context,
 )
 from lmm_lightning.models.precision import float32_head
+from lmm_lightning.models.prefix import PrefixState, run_prefixes, share_prefixes
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
@@ -68,6 +69,10 @@ class HFCausalLM(EvalModule):
             per question holding its context and every choice, a single forward with a block mask (SDPA and
             eager attention; other attention kernels take "cache"). "cache": the context runs once and its
             keys/values serve every choice (two forwards). False or "none": one sequence per request.
+        share_prefix: requests of a batch whose prompts share at least 16 leading tokens (few-shot examples, a
+            system prompt) compute them once, their keys/values reused by each request (packed scoring and
+            generation; off under FSDP, where every rank must run as many forwards). Log-probs equal the
+            unshared computation within float32 rounding.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class HFCausalLM(EvalModule):
         revision: Optional[str] = None,
         peft: Optional[str] = None,
         device_map: Union[str, dict, None] = None,
+        share_prefix: bool = True,
     ) -> None:
         super().__init__()
         reuse_mode(reuse_context)  # fail on a bad value before loading anything
@@ -100,6 +106,7 @@ class HFCausalLM(EvalModule):
                 "revision": revision,
                 "peft": peft,
                 "device_map": device_map,
+                "share_prefix": share_prefix,
             }
         )
         self.model: Optional[torch.nn.Module] = None
@@ -199,8 +206,28 @@ class HFCausalLM(EvalModule):
         mode = reuse_mode(self.hparams.reuse_context, attention_implementation(self.model))
         if mode == "cache":  # one forward or two, by the batch: two on every rank under FSDP
             return as_responses(requests, score_cached(self.model, encoded, pad, self.device, self.synced_generation))
-        score = {"packed": score_packed, "none": score_full}[mode]
-        return as_responses(requests, score(self.model, encoded, pad, self.device))
+        if mode == "packed":
+            return as_responses(requests, score_packed(self.model, encoded, pad, self.device, self._prefixes(encoded)))
+        return as_responses(requests, score_full(self.model, encoded, pad, self.device))
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether shared prefixes run once: on by option, off under FSDP (the prefix forward would be one more
+        forward on some ranks than on others)."""
+        return bool(self.hparams.get("share_prefix", True)) and not self.synced_generation
+
+    def _prefixes(self, encoded: Encoded) -> Optional[tuple[PrefixState, list[int], list[int]]]:
+        """The batch's shared context prefixes, computed: their state, and each request's prefix and its length."""
+        if not self.shares_prefixes:
+            return None
+        contexts = list(dict.fromkeys(tuple(context) for context, _ in encoded))
+        shared = share_prefixes([list(c) for c in contexts])
+        if shared is None:
+            return None
+        state = run_prefixes(self.model, shared.prefixes, self.tokenizer.pad_token_id, self.device)
+        row = {context: i for i, context in enumerate(contexts)}
+        rows = [row[tuple(context)] for context, _ in encoded]
+        return state, [shared.group_of[r] for r in rows], [shared.start(r) for r in rows]
 
     @torch.no_grad()
     def loglikelihood_rolling(self, requests: list[Request]) -> list[Response]:
@@ -215,15 +242,19 @@ class HFCausalLM(EvalModule):
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request]) -> list[Response]:
-        """Left-padded batched generation, the prompts cut on the left to leave room for the new tokens."""
+        """Left-padded batched generation, the prompts cut on the left to leave room for the new tokens. Prompts
+        that share their first tokens (few-shot examples) compute them once (`share_prefix`)."""
         budget = prompt_budget(self.max_length, requests[0].generation)
-        self.tokenizer.padding_side = "left"
-        padded = self.tokenizer(
-            [self.prompt(r.context, r.messages) for r in requests], add_special_tokens=False, padding=True, return_tensors="pt"
-        )
-        inputs = {
-            "input_ids": padded.input_ids[:, -budget:].to(self.device),
-            "attention_mask": padded.attention_mask[:, -budget:].to(self.device),
-        }
-        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation)
+        rows = self.tokenizer([self.prompt(r.context, r.messages) for r in requests], add_special_tokens=False).input_ids
+        rows = [row[-budget:] for row in rows]
+        pad = self.tokenizer.pad_token_id
+        shared = share_prefixes(rows) if self.shares_prefixes and uses_own_loop(self.model, self.synced_generation) else None
+        prefix = None
+        if shared is not None:
+            state = run_prefixes(self.model, shared.prefixes, pad, self.device)
+            prefix = state.for_rows(shared.group_of)
+            rows = [row[shared.start(i) :] for i, row in enumerate(rows)]
+        ids, mask = pad_left(rows, pad)
+        inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation, prefix)
         return [Response(uid=r.uid, text=text) for r, text in zip(requests, texts)]

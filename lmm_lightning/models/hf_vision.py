@@ -12,13 +12,14 @@ from lmm_lightning.data.datamodule import RequestBatch
 from lmm_lightning.data.video import FrameSampling, Video
 from lmm_lightning.errors import InputError
 from lmm_lightning.models.base import EvalModule
-from lmm_lightning.models.generation import generate, prompt_budget
+from lmm_lightning.models.generation import generate, prompt_budget, uses_own_loop
 from lmm_lightning.models.loading import (
     attention_identity, check_device_map, check_pretrained, fill_pad_token, pretrained_options, resolve_adapter, source_identity, torch_dtype,
     with_adapter,
 )
 from lmm_lightning.models.loglikelihood import Scored, as_responses, score_continuation, score_shared_contexts, split_context
 from lmm_lightning.models.precision import float32_head
+from lmm_lightning.models.prefix import run_prefix_inputs, share_prefixes
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import Request, RequestType, Response
@@ -58,6 +59,9 @@ def check_tokenizer_files(path: str, trust_remote_code: bool) -> None:
 # Models whose positions are not a plain 1-D count (multimodal rotary positions): their contexts are
 # not reused, every choice runs its own forward.
 SEPARATE_CONTEXT_MODELS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# Models that decode in `generation.decode` (one-dimensional positions, images with the prompt only); the others,
+# whose positions or per-token inputs follow their own rules, decode with transformers' `generate`.
+OWN_LOOP_MODELS = ("llava", "llava_next", "llava_onevision", "llava_next_video")
 
 
 class HFVisionLM(EvalModule):
@@ -84,6 +88,10 @@ class HFVisionLM(EvalModule):
             Qwen2.5-VL, LLaVA-OneVision, LLaVA-Video: a video entry in the chat template, the model's own video
             tokens), "frames" as that many images (any image model), "auto" (default): "video" when the processor
             has a video processor, else "frames".
+        share_prefix: generation prompts on the same images that share their first tokens (the image and the
+            prompt around it: POPE's questions on one picture) run that prefix once, the image through the vision
+            tower once, its keys/values reused by each question (LLaVA-style models, whose positions are a plain
+            count; off under FSDP).
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class HFVisionLM(EvalModule):
         peft: Optional[str] = None,
         device_map: Union[str, dict, None] = None,
         video_input: str = "auto",
+        share_prefix: bool = True,
     ) -> None:
         super().__init__()
         if video_input not in VIDEO_INPUTS:
@@ -372,13 +381,53 @@ class HFVisionLM(EvalModule):
 
     @torch.no_grad()
     def generate_until(self, requests: list[Request], visuals: Optional[list[list[Any]]] = None) -> list[Response]:
-        """Left-padded batched generation, greedy unless the task samples, cut at the first stop string."""
+        """Left-padded batched generation, greedy unless the task samples, cut at the first stop string. Questions
+        on the same images share their prefix (`share_prefix`)."""
         visuals = visuals or [[] for _ in requests]
         budget = prompt_budget(self.max_length, requests[0].generation)
         rows = [self._truncate(self._prompt_row(r, visual), budget, visual) for r, visual in zip(requests, visuals)]
+        own_loop = self.model.config.model_type in OWN_LOOP_MODELS
+        prefix = None
+        if own_loop and self.shares_prefixes and uses_own_loop(self.model, self.synced_generation):
+            prefix, rows = self._shared_prefix(requests, rows)
         inputs = self.to_model(self.collate(rows, "left"))
-        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation)
+        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation, prefix, own_loop=own_loop)
         return [Response(uid=r.uid, text=text) for r, text in zip(requests, texts)]
+
+    @property
+    def shares_prefixes(self) -> bool:
+        return bool(self.hparams.get("share_prefix", True)) and not self.synced_generation
+
+    def media_token_ids(self) -> set[int]:
+        """The placeholder tokens the model fills with image or video features."""
+        config = self.model.config
+        names = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+        return {int(getattr(config, name)) for name in names if isinstance(getattr(config, name, None), int)}
+
+    def _shared_prefix(self, requests: list[Request], rows: list[Row]) -> tuple[Optional[tuple[Any, torch.Tensor]], list[Row]]:
+        """Rows on the same images (`Request.shares`, or one document) that share their first tokens, images
+        included: each group's prefix runs once with its images, and the rows keep only their own tokens. The
+        rows unchanged (and no prefix) when none share, or a row would keep an image token after the prefix."""
+        ids = [row["input_ids"][0].tolist() for row in rows]
+        shared = share_prefixes(ids, keys=[r.shares or (r.task, r.doc_id) for r in requests])
+        if shared is None:
+            return None, rows
+        media = self.media_token_ids()
+        if any(media.intersection(row[shared.start(i) :]) for i, row in enumerate(ids)):
+            return None, rows
+        first: dict[int, int] = {}
+        for i, group in enumerate(shared.group_of):
+            first.setdefault(group, i)
+        prefix_rows = []
+        for group, prefix in enumerate(shared.prefixes):
+            whole = rows[first[group]]
+            prefix_rows.append({k: v[:, : len(prefix)] if self._per_token(whole, k) else v for k, v in whole.items()})
+        inputs = self.to_model(self.collate(prefix_rows, "left"))
+        state = run_prefix_inputs(self.model, inputs.pop("input_ids"), inputs.pop("attention_mask"), **inputs)
+        own = [
+            {k: v[:, shared.start(i) :] for k, v in row.items() if k in ("input_ids", "attention_mask")} for i, row in enumerate(rows)
+        ]
+        return state.for_rows(shared.group_of), own
 
     def _prompt_row(self, request: Request, visual: list[Any]) -> Row:
         """The encoded prompt of one generation request, with its images and videos."""

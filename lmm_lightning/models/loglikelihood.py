@@ -11,7 +11,7 @@ windows (`rolling_windows`, `score_rolling`), for perplexity.
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -198,16 +198,34 @@ class PackedRows:
     segments: list[list[int]] = field(default_factory=list)  # -1 padding, 0 context, j choice j
     context_width: int = 0
     where: list[tuple[int, list[int]]] = field(default_factory=list)  # per request: row, columns predicting its tokens
+    first: list[int] = field(default_factory=list)  # per row: the first request packed in it
 
 
-def score_packed(model: torch.nn.Module, encoded: Encoded, pad: int, device: torch.device) -> Scored:
+def score_packed(
+    model: torch.nn.Module,
+    encoded: Encoded,
+    pad: int,
+    device: torch.device,
+    prefix: Optional[tuple[Any, list[int], list[int]]] = None,
+) -> Scored:
     """Score multiple-choice requests in one forward per batch: a question's context and all its choices
-    share one row, and the language-model head runs only from the contexts' last column on."""
-    packed = pack_choices(encoded, pad)
+    share one row, and the language-model head runs only from the contexts' last column on.
+
+    With `prefix` (a `prefix.PrefixState`, and per request its prefix's row in it and that prefix's length),
+    each context's leading tokens are already computed: its row holds only the rest of the context and the
+    choices, on top of the prefix's cached keys/values."""
+    state, group_of, starts = prefix if prefix is not None else (None, None, None)
+    packed = pack_choices(encoded, pad, starts)
     additive = None if attention_implementation(model) == "sdpa" else model.get_input_embeddings().weight.dtype
-    inputs = {k: v.to(device) for k, v in packed_inputs(packed, pad, additive).items()}
+    extra: dict[str, Any] = {}
+    prefix_mask = None
+    if state is not None:
+        row_groups = [group_of[packed.first[r]] for r in range(len(packed.ids))]
+        cache, prefix_mask = state.for_rows(row_groups)
+        extra[cache_argument(model)] = cache
+    inputs = {k: v.to(device) for k, v in packed_inputs(packed, pad, additive, prefix_mask).items()}
     kept_from = packed.context_width - 1  # the first column whose logits are kept
-    logits = model(**inputs, use_cache=False, logits_to_keep=inputs["input_ids"].shape[1] - kept_from).logits
+    logits = model(**inputs, use_cache=False, logits_to_keep=inputs["input_ids"].shape[1] - kept_from, **extra).logits
     return [
         score_continuation(logits[r, [column - kept_from for column in columns]], continuation)
         for (_, continuation), (r, columns) in zip(encoded, packed.where)
@@ -218,31 +236,45 @@ def attention_implementation(model: torch.nn.Module) -> str:
     return str(getattr(model.config, "_attn_implementation", None) or "eager")
 
 
-def pack_choices(encoded: Encoded, pad: int) -> PackedRows:
-    """Each distinct context once, followed by the tokens of every continuation that shares it (less their last)."""
-    packed = PackedRows(context_width=max(len(ctx) for ctx, _ in encoded))
+def pack_choices(encoded: Encoded, pad: int, starts: Optional[list[int]] = None) -> PackedRows:
+    """Each distinct context once, followed by the tokens of every continuation that shares it (less their last).
+    `starts[i]`: leading tokens of request i's context already computed (a shared prefix), left out of its row;
+    positions count from there.
+
+    >>> pack_choices([([5, 6], [1]), ([5, 6], [2, 3])], pad=0).ids
+    [[5, 6, 2]]
+    >>> pack_choices([([5, 6, 7], [1]), ([5, 8], [2])], pad=0, starts=[2, 1]).positions
+    [[2], [1]]
+    """
+    starts = starts or [0] * len(encoded)
+    packed = PackedRows(context_width=max(len(ctx) - start for (ctx, _), start in zip(encoded, starts)))
     row_of: dict[tuple[int, ...], int] = {}
-    for context, continuation in encoded:
+    for i, ((context, continuation), start) in enumerate(zip(encoded, starts)):
         if tuple(context) not in row_of:
             row_of[tuple(context)] = len(packed.ids)
-            padding = packed.context_width - len(context)
-            packed.ids.append([pad] * padding + list(context))
-            packed.positions.append([0] * padding + list(range(len(context))))
-            packed.segments.append([-1] * padding + [0] * len(context))
+            packed.first.append(i)
+            own = list(context[start:])
+            padding = packed.context_width - len(own)
+            packed.ids.append([pad] * padding + own)
+            packed.positions.append([0] * padding + list(range(start, len(context))))
+            packed.segments.append([-1] * padding + [0] * len(own))
         r = row_of[tuple(context)]
         extra = continuation[:-1]
-        start = len(packed.ids[r])
+        begin = len(packed.ids[r])
         packed.ids[r].extend(extra)
         packed.positions[r].extend(range(len(context), len(context) + len(extra)))
         packed.segments[r].extend([max(packed.segments[r]) + 1] * len(extra))
-        packed.where.append((r, [packed.context_width - 1] + list(range(start, start + len(extra)))))
+        packed.where.append((r, [packed.context_width - 1] + list(range(begin, begin + len(extra)))))
     return packed
 
 
-def packed_inputs(packed: PackedRows, pad: int, additive: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+def packed_inputs(
+    packed: PackedRows, pad: int, additive: Optional[torch.dtype] = None, prefix_mask: Optional[torch.Tensor] = None
+) -> dict[str, torch.Tensor]:
     """Right-padded ids, position ids that restart after the context for each choice, and a (rows, 1, width,
     width) mask in which a token sees earlier context tokens and earlier tokens of its own choice (padding
-    sees itself only): boolean (True = attend) for SDPA, or additive in `additive` dtype for eager attention."""
+    sees itself only): boolean (True = attend) for SDPA, or additive in `additive` dtype for eager attention.
+    `prefix_mask` (rows, prefix width): the cached prefix of each row, which its tokens (not its padding) see."""
     width = max(len(row) for row in packed.ids)
     ids = torch.full((len(packed.ids), width), pad, dtype=torch.long)
     positions = torch.zeros((len(packed.ids), width), dtype=torch.long)
@@ -256,6 +288,9 @@ def packed_inputs(packed: PackedRows, pad: int, additive: Optional[torch.dtype] 
     query, key = segments[:, :, None], segments[:, None, :]
     allowed = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))
     allowed |= torch.eye(width, dtype=torch.bool)[None]
+    if prefix_mask is not None:
+        sees_prefix = prefix_mask.bool().cpu()[:, None, :] & (query >= 0)
+        allowed = torch.cat([sees_prefix, allowed], dim=-1)
     mask = allowed if additive is None else torch.zeros(allowed.shape, dtype=additive).masked_fill_(~allowed, torch.finfo(additive).min)
     return {"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions}
 

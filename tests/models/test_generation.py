@@ -35,7 +35,10 @@ class _Characters:
     """A tokenizer whose token i is the character chr(i)."""
 
     def batch_decode(self, rows, skip_special_tokens=True):
-        return ["".join(map(chr, row.tolist())) for row in rows]
+        return [self.decode(row) for row in rows]
+
+    def decode(self, row, skip_special_tokens=True):
+        return "".join(map(chr, row.tolist() if hasattr(row, "tolist") else row))
 
 
 def test_stop_on_strings_looks_only_at_the_generated_text():
