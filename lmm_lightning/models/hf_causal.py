@@ -16,7 +16,7 @@ from lmm_lightning.models.loglikelihood import (
     score_rolling, split_context,
 )
 from lmm_lightning.models.precision import float32_head
-from lmm_lightning.models.prefix import PrefixState, run_prefixes, share_prefixes
+from lmm_lightning.models.prefix import PrefixMemo, PrefixState, SharedPrefixes, memo_prefixes, plain_layers, run_prefixes, share_prefixes
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
@@ -216,6 +216,14 @@ class HFCausalLM(EvalModule):
         forward on some ranks than on others)."""
         return bool(self.hparams.get("share_prefix", True)) and not self.synced_generation
 
+    def _run_prefixes(self, shared: SharedPrefixes) -> tuple[PrefixState, SharedPrefixes]:
+        """The prefixes' keys/values: through the memo of earlier batches' prefixes where the model's cache allows."""
+        if plain_layers(self.model):
+            if getattr(self, "_memo", None) is None:
+                self._memo = PrefixMemo()
+            return memo_prefixes(self.model, shared, self.device, self._memo.follow(self.model))
+        return run_prefixes(self.model, shared.prefixes, self.tokenizer.pad_token_id, self.device), shared
+
     def _prefixes(self, encoded: Encoded) -> Optional[tuple[PrefixState, list[int], list[int]]]:
         """The batch's shared context prefixes, computed: their state, and each request's prefix and its length."""
         if not self.shares_prefixes:
@@ -224,7 +232,7 @@ class HFCausalLM(EvalModule):
         shared = share_prefixes([list(c) for c in contexts])
         if shared is None:
             return None
-        state = run_prefixes(self.model, shared.prefixes, self.tokenizer.pad_token_id, self.device)
+        state, shared = self._run_prefixes(shared)
         row = {context: i for i, context in enumerate(contexts)}
         rows = [row[tuple(context)] for context, _ in encoded]
         return state, [shared.group_of[r] for r in rows], [shared.start(r) for r in rows]
@@ -251,7 +259,7 @@ class HFCausalLM(EvalModule):
         shared = share_prefixes(rows) if self.shares_prefixes and uses_own_loop(self.model, self.synced_generation) else None
         prefix = None
         if shared is not None:
-            state = run_prefixes(self.model, shared.prefixes, pad, self.device)
+            state, shared = self._run_prefixes(shared)
             prefix = state.for_rows(shared.group_of)
             rows = [row[shared.start(i) :] for i, row in enumerate(rows)]
         ids, mask = pad_left(rows, pad)

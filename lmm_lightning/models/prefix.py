@@ -5,13 +5,16 @@ system prompt opens every chat, and a vision benchmark asks many questions about
 batch are grouped by the leading tokens they share (`share_prefixes`); each group's prefix runs once, and its
 cached keys/values (`run_prefixes`) serve every request of the group, which then computes only its own tokens.
 The sampler keeps such requests in the same batches (`data.sampler`: a task's requests, and those on one image,
-side by side).
+side by side), and a text model keeps the last prefixes it computed for the next batches (`PrefixMemo`): a
+subject's five examples run once for all its questions, not once per batch.
 """
 
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
 
 from lmm_lightning.models.loglikelihood import accepts, pad_left
 
@@ -112,3 +115,79 @@ def run_prefix_inputs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Ten
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **inputs, **keep)
     cache = out["cache"] if "cache" in out else out["past_key_values"]
     return PrefixState(cache, mask)
+
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, (1, heads, tokens, head size)
+
+
+class PrefixMemo:
+    """The keys/values of the last `size` prefixes computed, one row each and unpadded, for later batches. A new
+    prefix reuses the stored one it shares the most leading tokens with (at least `MIN_SHARED_TOKENS`), cut to
+    what they share; only text models use it (a vision prompt's image tokens are the same ids for every image)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.entries: list[tuple[list[int], Layers]] = []
+        self.stamp: Optional[tuple[int, int]] = None
+
+    def follow(self, model: torch.nn.Module) -> "PrefixMemo":
+        """Forget everything when the model or its weights changed since the last batch: another model, or a
+        training step (an optimizer updates parameters in place, which bumps each tensor's version counter)."""
+        stamp = (id(model), sum(parameter._version for parameter in model.parameters()))
+        if stamp != self.stamp:
+            self.entries, self.stamp = [], stamp
+        return self
+
+    def lookup(self, prefix: list[int]) -> tuple[int, Optional[Layers]]:
+        """The longest stored match for `prefix`: how many tokens it covers, and the stored layers (None: none)."""
+        best, layers = 0, None
+        for tokens, stored in self.entries:
+            shared = common_length(tokens, prefix)
+            if shared >= MIN_SHARED_TOKENS and shared > best:
+                best, layers = shared, stored
+        return best, layers
+
+    def add(self, prefix: list[int], layers: Layers) -> None:
+        self.entries = [entry for entry in self.entries if entry[0] != prefix][-(self.size - 1) :] + [(prefix, layers)]
+
+    def clear(self) -> None:
+        self.entries = []
+
+
+def plain_layers(model: torch.nn.Module) -> bool:
+    """Whether every layer of the model keeps a plain, growing key/value cache (no sliding window, no
+    recurrent state), which `memo_prefixes` can pad and join; other models compute their prefixes per batch."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    types = getattr(config, "layer_types", None) or ["full_attention"]
+    return all(kind == "full_attention" for kind in types) and not getattr(config, "sliding_window", None)
+
+
+def memo_prefixes(
+    model: torch.nn.Module, shared: SharedPrefixes, device: torch.device, memo: PrefixMemo
+) -> tuple[PrefixState, SharedPrefixes]:
+    """`run_prefixes` over the memo: each prefix is taken from the memo where a stored one covers enough of it
+    (then the prefix is cut to what they share, and its rows keep the rest as their own tokens), else computed
+    alone (one unpadded row) and stored. The prefixes are joined left-padded into one cache, as `run_prefixes`
+    gives it. Returns the state and the prefixes as they were used."""
+    used: list[list[int]] = []
+    pieces: list[Layers] = []
+    for prefix in shared.prefixes:
+        length, layers = memo.lookup(prefix)
+        if layers is None:
+            keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+            out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **keep)
+            cache = out["cache"] if "cache" in out else out["past_key_values"]
+            layers, length = [(layer.keys, layer.values) for layer in cache.layers], len(prefix)
+            memo.add(list(prefix), layers)
+        pieces.append([(k[:, :, :length], v[:, :, :length]) for k, v in layers])
+        used.append(list(prefix[:length]))
+    width = max(len(prefix) for prefix in used)
+    joined = []
+    for layer in range(len(pieces[0])):
+        keys = [F.pad(piece[layer][0], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, used)]
+        values = [F.pad(piece[layer][1], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, used)]
+        joined.append((torch.cat(keys), torch.cat(values)))
+    mask = torch.zeros((len(used), width), dtype=torch.long, device=device)
+    for i, prefix in enumerate(used):
+        mask[i, width - len(prefix) :] = 1
+    return PrefixState(DynamicCache(ddp_cache_data=joined), mask), SharedPrefixes(used, shared.group_of)

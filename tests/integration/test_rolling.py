@@ -145,7 +145,7 @@ def test_a_resumed_run_gives_the_same_values(tmp_path, tiny_model, pages, single
     got = read(tmp_path / "out")
     for task in TASKS:
         assert got["doc"]["integrity"][task]["resumed"] == 3
-        assert loglikelihoods(got, task) == pytest.approx(loglikelihoods(expected, task), abs=1e-5)
+        assert loglikelihoods(got, task) == pytest.approx(loglikelihoods(expected, task), rel=1e-6, abs=1e-5)  # float32 sums of up to 90 nats: batches differ
     for task in TASKS:
         for metric in METRICS:
             key = f"{metric},none"

@@ -1,6 +1,7 @@
 """Shared prompt prefixes computed once: the same log-probs and generations as computing every request alone."""
 
 import pytest
+import torch
 
 from lmm_lightning.models import HFCausalLM
 from lmm_lightning.models.prefix import share_prefixes
@@ -41,11 +42,20 @@ def test_shared_prefixes_give_the_log_probs_of_separate_forwards(tiny_model, att
     got = shared.loglikelihood(requests)
     hook.remove()
     want = alone.loglikelihood(requests)
-    assert len(calls) == 2  # the prefixes, then every question's own tokens and choices in one packed forward
-    assert calls[1][1] < len(encoded[0][0]) - 20  # the packed rows left the shared examples out
+    assert [shape[0] for shape in calls] == [1, 1, 1, 6]  # each new prefix alone, then one packed forward
+    assert calls[-1][1] < len(encoded[0][0]) - 20  # the packed rows left the shared examples out
     for g, w in zip(got, want):
         assert abs(g.logprob - w.logprob) < 1e-4
         assert g.is_greedy == w.is_greedy
+    # The next batches find the prefixes in the memo: one forward, and a new question on the examples reuses them.
+    calls.clear()
+    later = [Request(100 + j, "t", 50, RequestType.LOGLIKELIHOOD, FEWSHOT + "Question: Where is Lima? Answer:", c, j) for j, c in enumerate([" Peru", " Spain"])]
+    hook = shared.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
+    again = shared.loglikelihood(requests[:9] + later)
+    hook.remove()
+    assert len(calls) == 1
+    for g, w in zip(again, want[:9] + alone.loglikelihood(later)):
+        assert abs(g.logprob - w.logprob) < 1e-4 and g.is_greedy == w.is_greedy
 
 
 def test_a_batch_without_a_shared_prefix_runs_one_forward(tiny_model):
@@ -78,3 +88,17 @@ def test_share_prefixes_groups_neighbours_and_keeps_a_token_each():
     assert shared.saved_tokens == 2 * 29
     assert share_prefixes([[1] * 30, [2] * 30]) is None  # nothing in common
     assert share_prefixes([[1] * 30, [1]]) is None  # a row of one token cannot be split
+
+
+def test_the_memo_forgets_prefixes_when_the_weights_change(tiny_model):
+    shared = model(tiny_model)
+    requests = mc_requests()[:9]
+    before = shared.loglikelihood(requests)
+    with torch.no_grad():
+        for parameter in shared.model.parameters():
+            parameter.mul_(1.01)  # a training step, in place
+    after = shared.loglikelihood(requests)
+    fresh = model(tiny_model, share_prefix=False, reuse_context=False)
+    fresh.model.load_state_dict(shared.model.state_dict())
+    for a, f, b in zip(after, fresh.loglikelihood(requests), before):
+        assert abs(a.logprob - f.logprob) < 1e-4 and a.logprob != b.logprob
