@@ -11,6 +11,8 @@ Contestants, alternated `--repeats` times, same model folder, batch size and thr
   lmm_lightning    `lmm-lightning predict` (benchmarks/timed_cli.py: the evaluation phase timed; `model_s` the part
                    in the model's predict_step, whose throughput is the model-forward ceiling)
   unshared         lmm_lightning with `--model.init_args.share_prefix false`
+  static, compile  (`--variants`) transformers' `generate` on a static cache (`static_cache true`), its decode
+                   step compiled (`compile true`)
 
 Per-sample outputs are compared with lm-eval's samples file: log-probs (max |difference|), generations (equal count).
 
@@ -195,13 +197,16 @@ def run_lmeval(python: Path, pretrained: str, tasks: list[str], task_dir: Path, 
     return {"wall_s": wall, **timing, "outputs": per_task}
 
 
-def run_ours(pretrained: str, tasks: list[str], task_dir: Path, batch_size: int, threads: int, output: Path, generation: bool, share: bool) -> dict:
+def run_ours(
+    pretrained: str, tasks: list[str], task_dir: Path, batch_size: int, threads: int, output: Path, generation: bool, share: bool,
+    options: tuple[str, ...] = (),
+) -> dict:
     args = [
         "predict", "--config", str(REPO / "configs" / "demo.yaml"), "--model.init_args.pretrained", pretrained,
         "--data.init_args.tasks", json.dumps(tasks), "--data.init_args.include_path", str(task_dir),
         "--data.init_args.batch_size", str(batch_size), "--evaluation.output_dir", str(output),
         "--evaluation.bootstrap_iters", "1000", "--trainer.enable_progress_bar", "false",
-        "--model.init_args.share_prefix", "true" if share else "false",
+        "--model.init_args.share_prefix", "true" if share else "false", *options,
     ]
     wall, timing = _run([OUR_PYTHON, str(TIMED_CLI), *args], threads, output.with_suffix(".log"))
     per_task = {}
@@ -234,6 +239,11 @@ def compare(args: argparse.Namespace, workdir: Path, wait: Callable[[], float]) 
         "lmm_lightning": lambda out: run_ours(args.pretrained, tasks, task_dir, args.batch_size, args.threads, out, generation, True),
         "unshared": lambda out: run_ours(args.pretrained, tasks, task_dir, args.batch_size, args.threads, out, generation, False),
     }
+    for variant in args.variants:  # transformers' generate on a static cache, its decode step compiled or not
+        options = ("--model.init_args.static_cache", "true") + (("--model.init_args.compile", "true") if variant == "compile" else ())
+        contestants[variant] = lambda out, options=options: run_ours(
+            args.pretrained, tasks, task_dir, args.batch_size, args.threads, out, generation, False, options
+        )
     runs: dict[str, list[dict]] = {name: [] for name in contestants}
     for i in range(args.repeats):
         for name, run in contestants.items():
@@ -276,6 +286,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=4, help="mmlu5: tasks (subjects), each with its own five examples")
     parser.add_argument("--questions", type=int, default=None, help="test questions per task (default 30 for mmlu5, 40 for gsm5)")
     parser.add_argument("--max-gen-toks", type=int, default=128)
+    parser.add_argument("--variants", nargs="*", default=[], choices=["static", "compile"], help="also run with static_cache / compile")
     add_load_arguments(parser)
     args = parser.parse_args()
     if args.pretrained is None:
@@ -286,7 +297,7 @@ def main() -> None:
     print(f"machine: {machine()}; commit {git_commit()}; load at start {load:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
         summary = compare(args, Path(workdir), idle_waiter(args))
-    for name in ("lm_eval", "lmm_lightning", "unshared"):
+    for name in ("lm_eval", "lmm_lightning", "unshared", *args.variants):
         s = summary[name]
         line = f"{name:>14}: {s['requests']} requests | phase {s['median_phase_s']:.2f} s ({s['requests_per_s']:.2f} req/s)"
         if "ceiling_requests_per_s" in s:

@@ -26,6 +26,8 @@ def generate(
     synced_gpus: bool,
     prefix: Optional[tuple[Any, torch.Tensor]] = None,
     own_loop: bool = True,
+    static_cache: bool = False,
+    compile: bool = False,
 ) -> list[str]:
     """The continuation of each row of `inputs` (left-padded, so every row's new tokens start at the same
     column), cut at the first stop string. The requests of a batch share one generation spec.
@@ -34,8 +36,10 @@ def generate(
     one process per model (not FSDP, whose ranks must step together), greedy or seeded sampling, and a
     generation config that adds no logits processor of its own. Elsewhere, and with `own_loop` False, it is
     transformers' `generate`. `prefix`: the cached keys/values and mask of a prompt prefix the rows share,
-    computed once (`models.prefix`), in front of `inputs`."""
-    if own_loop and uses_own_loop(model, synced_gpus):
+    computed once (`models.prefix`), in front of `inputs`. `static_cache` (and `compile`, which needs it) decode
+    with transformers' `generate` on a preallocated cache, its decode step compiled by `torch.compile` when
+    `compile` is set (transformers' own automatic compilation, also on the CPU)."""
+    if own_loop and not (static_cache or compile) and uses_own_loop(model, synced_gpus):
         return decode(model, tokenizer, inputs, requests, prefix)
     if prefix is not None:
         raise ValueError("a shared prefix needs the own decoding loop")
@@ -50,6 +54,7 @@ def generate(
         pad_token_id=tokenizer.pad_token_id,
         synced_gpus=synced_gpus,
         **sampling_kwargs(requests, model.generation_config),
+        **static_kwargs(static_cache, compile),
     )
     texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return [cut_at_stops(text, stops) for text in texts]
@@ -174,6 +179,26 @@ class StopWindow:
             return False
         tail = self.tokenizer.decode(tokens[-self.lookback :], skip_special_tokens=True)
         return any(stop in tail for stop in self.stops)
+
+
+def static_kwargs(static_cache: bool, compile: bool) -> dict[str, Any]:
+    """`generate` options for a static cache, compiled or not (transformers compiles the decode step itself when
+    the cache is static; `_compile_all_devices` extends that from accelerators to the CPU).
+
+    >>> static_kwargs(False, False)
+    {}
+    >>> static_kwargs(True, False)["cache_implementation"], static_kwargs(True, False)["disable_compile"]
+    ('static', True)
+    """
+    if not (static_cache or compile):
+        return {}
+    if not compile:
+        return {"cache_implementation": "static", "disable_compile": True}
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": config}
 
 
 def prompt_budget(max_length: int, spec: GenerationSpec) -> int:

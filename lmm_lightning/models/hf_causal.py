@@ -73,6 +73,10 @@ class HFCausalLM(EvalModule):
             system prompt) compute them once, their keys/values reused by each request (packed scoring and
             generation; off under FSDP, where every rank must run as many forwards). Log-probs equal the
             unshared computation within float32 rounding.
+        static_cache: generate on a preallocated key/value cache (transformers' `generate` with
+            `cache_implementation="static"`), instead of the own loop in which finished rows leave the batch.
+        compile: with the static cache, compile the decode step with `torch.compile` (on any device); the first
+            batches pay the compilation. Measured in benchmarks/README.md.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class HFCausalLM(EvalModule):
         peft: Optional[str] = None,
         device_map: Union[str, dict, None] = None,
         share_prefix: bool = True,
+        static_cache: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         reuse_mode(reuse_context)  # fail on a bad value before loading anything
@@ -107,6 +113,8 @@ class HFCausalLM(EvalModule):
                 "peft": peft,
                 "device_map": device_map,
                 "share_prefix": share_prefix,
+                "static_cache": static_cache,
+                "compile": compile,
             }
         )
         self.model: Optional[torch.nn.Module] = None
@@ -256,7 +264,9 @@ class HFCausalLM(EvalModule):
         rows = self.tokenizer([self.prompt(r.context, r.messages) for r in requests], add_special_tokens=False).input_ids
         rows = [row[-budget:] for row in rows]
         pad = self.tokenizer.pad_token_id
-        shared = share_prefixes(rows) if self.shares_prefixes and uses_own_loop(self.model, self.synced_generation) else None
+        static, compiled = bool(self.hparams.get("static_cache")), bool(self.hparams.get("compile"))
+        own_loop = not (static or compiled) and uses_own_loop(self.model, self.synced_generation)
+        shared = share_prefixes(rows) if self.shares_prefixes and own_loop else None
         prefix = None
         if shared is not None:
             state, shared = self._run_prefixes(shared)
@@ -264,5 +274,5 @@ class HFCausalLM(EvalModule):
             rows = [row[shared.start(i) :] for i, row in enumerate(rows)]
         ids, mask = pad_left(rows, pad)
         inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
-        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation, prefix)
+        texts = generate(self.model, self.tokenizer, inputs, requests, self.synced_generation, prefix, static_cache=static, compile=compiled)
         return [Response(uid=r.uid, text=text) for r, text in zip(requests, texts)]

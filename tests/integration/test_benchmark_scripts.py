@@ -13,6 +13,8 @@ import bootstrap as bench_bootstrap  # noqa: E402
 import gather_memory  # noqa: E402
 import overhead  # noqa: E402
 import scaling  # noqa: E402
+import shared_image  # noqa: E402
+import shared_prefix  # noqa: E402
 import tokenisation  # noqa: E402
 import vs_lm_eval  # noqa: E402
 
@@ -83,3 +85,29 @@ def test_tokenisation_measure(tiny_model: Path, tiny_tasks: Path) -> None:
     row = tokenisation.measure(str(tiny_model), ["tiny_mc"], batch_size=4, repeats=1, limit=4, include_path=str(tiny_tasks))
     assert row["requests"] == 12 and row["batches"] == 3 and row["identical_tokens"]
     assert row["median_s"]["per_batch"] > 0 and row["median_s"]["per_request"] > 0 and row["model_s"] > 0
+
+
+@pytest.mark.parametrize("workload", ["mmlu5", "gsm5"])
+def test_shared_prefix_tasks_run_and_share_their_examples(tiny_model: Path, tmp_path: Path, workload: str) -> None:
+    tasks = shared_prefix.write_tasks(tmp_path / "tasks", workload, subjects=2, questions=3, max_gen_toks=4)
+    generation = workload == "gsm5"
+    row = shared_prefix.run_ours(str(tiny_model), tasks, tmp_path / "tasks", 8, 1, tmp_path / "out", generation, True)
+    unshared = shared_prefix.run_ours(str(tiny_model), tasks, tmp_path / "tasks", 8, 1, tmp_path / "out2", generation, False)
+    assert row["requests"] == (3 if generation else 2 * 3 * 4)
+    agreement = shared_prefix.agreement(row, unshared, generation)
+    if generation:
+        assert agreement["identical_generations"] == agreement["outputs"] == 3
+    else:
+        assert agreement["outputs"] == 24 and agreement["max_abs_logprob_diff"] < 1e-4
+    samples = (tmp_path / "out" / f"samples_{tasks[0]}.jsonl").read_text()
+    assert samples.count("Question:" if generation else "Answer:") > 3 * 5  # five examples before each question
+
+
+def test_shared_image_task_runs(tmp_path: Path) -> None:
+    from tests.fixtures.vision import build_tiny_llava
+
+    model = build_tiny_llava(tmp_path / "llava")
+    task = shared_image.write_task(tmp_path / "task", images=2, max_new_tokens=2)
+    shared = shared_image.run_ours(model, task, 18, True, 1, tmp_path / "shared")
+    alone = shared_image.run_ours(model, task, 1, False, 1, tmp_path / "alone")
+    assert len(shared["texts"]) == 36 and shared["texts"] == alone["texts"]

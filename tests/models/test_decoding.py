@@ -81,3 +81,11 @@ def test_stop_window_finds_a_stop_string_in_the_newest_tokens_only(lm):
     assert not window.stopped(tokens[:-1] if tokenizer.decode(tokens[-1:]).strip() == "Answer" else tokens[:-2])
     assert window.lookback == len("Answer") + 2
     assert not StopWindow(tokenizer, ()).stopped(tokens)
+
+
+def test_a_static_cache_gives_the_same_generations(tiny_model, lm):
+    static = HFCausalLM(pretrained=str(tiny_model), static_cache=True)
+    static.configure_model()
+    spec = GenerationSpec(until=(" ",), max_new_tokens=10)
+    requests = [Request(i, "g", i, RequestType.GENERATE_UNTIL, c, generation=spec) for i, c in enumerate(CONTEXTS)]
+    assert [r.text for r in static.generate_until(requests)] == [r.text for r in lm.generate_until(requests)]
