@@ -63,6 +63,10 @@ class Request:
     # What the request's prompt starts with besides text, for batching (not its identity): a digest of its
     # document's images, so the questions on one image share batches and its encoding (`data.sampler`).
     shares: str = ""
+    # The start of `context` that every request of its task and type shares (its description and few-shot
+    # examples), found by the data module over the whole task: a model may compute it once for all of them. The
+    # same for a request whatever its batch, rank or world size (`models.prefix`). Not part of its identity.
+    shared_prefix: str = ""
 
     @property
     def length(self) -> int:

@@ -1,5 +1,6 @@
 """The benchmark as a LightningDataModule: documents in, typed request batches out."""
 
+import os
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Callable, Optional, Union
@@ -210,6 +211,30 @@ def check_aggregations(task: Task, where: str) -> None:
             )
 
 
+MIN_SHARED_PREFIX_CHARS = 32  # a shorter common start (a bare "Question:") is not worth computing apart
+
+
+def with_shared_prefixes(requests: list[Request]) -> list[Request]:
+    """A task's requests, each with the start of the context that all requests of its type share
+    (`Request.shared_prefix`: the description and few-shot examples when every question has the same ones).
+    Found over the whole task, so a request's prefix never depends on its batch, rank or world size.
+
+    >>> rs = [Request(i, "t", i, RequestType.LOGLIKELIHOOD, "Examples: 1 2 3 4 5 6 7 8 9 10 11 12 13 14. Q" + q) for i, q in enumerate("ab")]
+    >>> [r.shared_prefix for r in with_shared_prefixes(rs)]
+    ['Examples: 1 2 3 4 5 6 7 8 9 10 11 12 13 14. Q', 'Examples: 1 2 3 4 5 6 7 8 9 10 11 12 13 14. Q']
+    """
+    by_type: dict[RequestType, list[str]] = {}
+    for request in requests:
+        if request.context:
+            by_type.setdefault(request.request_type, []).append(request.context)
+    prefixes = {kind: os.path.commonprefix(contexts) if len(contexts) > 1 else "" for kind, contexts in by_type.items()}
+    out = []
+    for request in requests:
+        prefix = prefixes.get(request.request_type, "") if request.context else ""
+        out.append(replace(request, shared_prefix=prefix) if len(prefix) >= MIN_SHARED_PREFIX_CHARS else request)
+    return out
+
+
 class BenchmarkDataModule(LightningDataModule):
     """Loads each task's documents, selects them globally (limit/offset) and builds requests.
 
@@ -332,6 +357,7 @@ class BenchmarkDataModule(LightningDataModule):
         if documents.has_videos:
             task.frame_sampling = self._frame_sampling or FrameSampling()  # part of its answers: other frames, other answers
         shares = documents.media_keys()  # the same picture, the same key: its questions batched together
+        first = len(self.requests)
         for doc_id, doc in documents.docs.items():
             try:
                 built = task.build_requests(doc_id, doc, first_uid=len(self.requests))
@@ -347,6 +373,7 @@ class BenchmarkDataModule(LightningDataModule):
                 raise InputError(
                     f"{where}: document {doc_id}: {type(err).__name__}: {err}; the document has columns {sorted(doc)}"
                 ) from None
+        self.requests[first:] = with_shared_prefixes(self.requests[first:])
 
     @property
     def tasks(self) -> dict[str, Task]:

@@ -16,7 +16,9 @@ from lmm_lightning.models.loglikelihood import (
     score_rolling, split_context,
 )
 from lmm_lightning.models.precision import float32_head
-from lmm_lightning.models.prefix import PrefixMemo, PrefixState, SharedPrefixes, memo_prefixes, plain_layers, run_prefixes, share_prefixes
+from lmm_lightning.models.prefix import (
+    PrefixMemo, PrefixState, SharedPrefixes, common_length, group_by_prefix, memo_prefixes, plain_layers, run_prefixes,
+)
 from lmm_lightning.models.sharded_loading import load_pretrained
 from lmm_lightning.models.tensor_parallel import parallelize_for
 from lmm_lightning.requests import ChatMessage, Request, RequestType, Response
@@ -215,7 +217,7 @@ class HFCausalLM(EvalModule):
         if mode == "cache":  # one forward or two, by the batch: two on every rank under FSDP
             return as_responses(requests, score_cached(self.model, encoded, pad, self.device, self.synced_generation))
         if mode == "packed":
-            return as_responses(requests, score_packed(self.model, encoded, pad, self.device, self._prefixes(encoded)))
+            return as_responses(requests, score_packed(self.model, encoded, pad, self.device, self._prefixes(requests, encoded)))
         return as_responses(requests, score_full(self.model, encoded, pad, self.device))
 
     @property
@@ -224,26 +226,41 @@ class HFCausalLM(EvalModule):
         forward on some ranks than on others)."""
         return bool(self.hparams.get("share_prefix", True)) and not self.synced_generation
 
-    def _run_prefixes(self, shared: SharedPrefixes) -> tuple[PrefixState, SharedPrefixes]:
+    def _run_prefixes(self, shared: SharedPrefixes) -> PrefixState:
         """The prefixes' keys/values: through the memo of earlier batches' prefixes where the model's cache allows."""
         if plain_layers(self.model):
             if getattr(self, "_memo", None) is None:
                 self._memo = PrefixMemo()
             return memo_prefixes(self.model, shared, self.device, self._memo.follow(self.model))
-        return run_prefixes(self.model, shared.prefixes, self.tokenizer.pad_token_id, self.device), shared
+        return run_prefixes(self.model, shared.prefixes, self.tokenizer.pad_token_id, self.device)
 
-    def _prefixes(self, encoded: Encoded) -> Optional[tuple[PrefixState, list[int], list[int]]]:
+    def shared_lengths(self, requests: list[Request], rows: list[list[int]]) -> list[int]:
+        """How many of each row's first tokens are its task's shared prefix (`Request.shared_prefix`) as the model
+        sees it: the prompt up to the end of that prefix (a chat template's opening included), tokenised alone,
+        counted as far as it agrees with the row's own tokens."""
+        tokens: dict[str, list[int]] = {}
+        lengths = []
+        for request, row in zip(requests, rows):
+            prompt = self.prompt(request.context, request.messages)
+            at = prompt.find(request.context) if request.shared_prefix else -1
+            if at < 0:
+                lengths.append(0)
+                continue
+            text = prompt[: at + len(request.shared_prefix)]
+            if text not in tokens:
+                tokens[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+            lengths.append(common_length(tokens[text], row))
+        return lengths
+
+    def _prefixes(self, requests: list[Request], encoded: Encoded) -> Optional[tuple[PrefixState, list[int], list[int]]]:
         """The batch's shared context prefixes, computed: their state, and each request's prefix and its length."""
         if not self.shares_prefixes:
             return None
-        contexts = list(dict.fromkeys(tuple(context) for context, _ in encoded))
-        shared = share_prefixes([list(c) for c in contexts])
+        shared = group_by_prefix([context for context, _ in encoded], self.shared_lengths(requests, [c for c, _ in encoded]))
         if shared is None:
             return None
-        state, shared = self._run_prefixes(shared)
-        row = {context: i for i, context in enumerate(contexts)}
-        rows = [row[tuple(context)] for context, _ in encoded]
-        return state, [shared.group_of[r] for r in rows], [shared.start(r) for r in rows]
+        state = self._run_prefixes(shared)
+        return state, shared.group_of, [shared.start(i) for i in range(len(encoded))]
 
     @torch.no_grad()
     def loglikelihood_rolling(self, requests: list[Request]) -> list[Response]:
@@ -266,11 +283,10 @@ class HFCausalLM(EvalModule):
         pad = self.tokenizer.pad_token_id
         static, compiled = bool(self.hparams.get("static_cache")), bool(self.hparams.get("compile"))
         own_loop = not (static or compiled) and uses_own_loop(self.model, self.synced_generation)
-        shared = share_prefixes(rows) if self.shares_prefixes and own_loop else None
+        shared = group_by_prefix(rows, self.shared_lengths(requests, rows)) if self.shares_prefixes and own_loop else None
         prefix = None
         if shared is not None:
-            state, shared = self._run_prefixes(shared)
-            prefix = state.for_rows(shared.group_of)
+            prefix = self._run_prefixes(shared).for_rows(shared.group_of)
             rows = [row[shared.start(i) :] for i, row in enumerate(rows)]
         ids, mask = pad_left(rows, pad)
         inputs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}

@@ -121,13 +121,14 @@ Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, 
 
 
 class PrefixMemo:
-    """The keys/values of the last `size` prefixes computed, one row each and unpadded, for later batches. A new
-    prefix reuses the stored one it shares the most leading tokens with (at least `MIN_SHARED_TOKENS`), cut to
-    what they share; only text models use it (a vision prompt's image tokens are the same ids for every image)."""
+    """The keys/values of the last `size` prefixes computed, one row each and unpadded, for later batches. Only an
+    exact match is reused: a prefix's keys/values are always those of one forward over exactly its tokens, so a
+    request's numbers do not depend on which batches its rank ran before (world-size invariance). Only text
+    models use it (a vision prompt's image tokens are the same ids for every image)."""
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self.entries: list[tuple[list[int], Layers]] = []
+        self.entries: dict[tuple[int, ...], Layers] = {}
         self.stamp: Optional[tuple[int, int]] = None
 
     def follow(self, model: torch.nn.Module) -> "PrefixMemo":
@@ -135,23 +136,17 @@ class PrefixMemo:
         training step (an optimizer updates parameters in place, which bumps each tensor's version counter)."""
         stamp = (id(model), sum(parameter._version for parameter in model.parameters()))
         if stamp != self.stamp:
-            self.entries, self.stamp = [], stamp
+            self.entries, self.stamp = {}, stamp
         return self
 
-    def lookup(self, prefix: list[int]) -> tuple[int, Optional[Layers]]:
-        """The longest stored match for `prefix`: how many tokens it covers, and the stored layers (None: none)."""
-        best, layers = 0, None
-        for tokens, stored in self.entries:
-            shared = common_length(tokens, prefix)
-            if shared >= MIN_SHARED_TOKENS and shared > best:
-                best, layers = shared, stored
-        return best, layers
+    def get(self, prefix: list[int]) -> Optional[Layers]:
+        return self.entries.get(tuple(prefix))
 
     def add(self, prefix: list[int], layers: Layers) -> None:
-        self.entries = [entry for entry in self.entries if entry[0] != prefix][-(self.size - 1) :] + [(prefix, layers)]
-
-    def clear(self) -> None:
-        self.entries = []
+        self.entries.pop(tuple(prefix), None)
+        self.entries[tuple(prefix)] = layers
+        while len(self.entries) > self.size:
+            self.entries.pop(next(iter(self.entries)))
 
 
 def plain_layers(model: torch.nn.Module) -> bool:
@@ -162,32 +157,49 @@ def plain_layers(model: torch.nn.Module) -> bool:
     return all(kind == "full_attention" for kind in types) and not getattr(config, "sliding_window", None)
 
 
-def memo_prefixes(
-    model: torch.nn.Module, shared: SharedPrefixes, device: torch.device, memo: PrefixMemo
-) -> tuple[PrefixState, SharedPrefixes]:
-    """`run_prefixes` over the memo: each prefix is taken from the memo where a stored one covers enough of it
-    (then the prefix is cut to what they share, and its rows keep the rest as their own tokens), else computed
-    alone (one unpadded row) and stored. The prefixes are joined left-padded into one cache, as `run_prefixes`
-    gives it. Returns the state and the prefixes as they were used."""
-    used: list[list[int]] = []
+def memo_prefixes(model: torch.nn.Module, shared: SharedPrefixes, device: torch.device, memo: PrefixMemo) -> PrefixState:
+    """`run_prefixes` through the memo: each prefix computed alone (one unpadded row) unless an earlier batch
+    computed exactly it, then joined left-padded into one cache, as `run_prefixes` gives it."""
     pieces: list[Layers] = []
     for prefix in shared.prefixes:
-        length, layers = memo.lookup(prefix)
+        layers = memo.get(prefix)
         if layers is None:
             keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
             out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **keep)
             cache = out["cache"] if "cache" in out else out["past_key_values"]
-            layers, length = [(layer.keys, layer.values) for layer in cache.layers], len(prefix)
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
             memo.add(list(prefix), layers)
-        pieces.append([(k[:, :, :length], v[:, :, :length]) for k, v in layers])
-        used.append(list(prefix[:length]))
-    width = max(len(prefix) for prefix in used)
+        pieces.append(layers)
+    width = max(len(prefix) for prefix in shared.prefixes)
     joined = []
     for layer in range(len(pieces[0])):
-        keys = [F.pad(piece[layer][0], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, used)]
-        values = [F.pad(piece[layer][1], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, used)]
+        keys = [F.pad(piece[layer][0], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, shared.prefixes)]
+        values = [F.pad(piece[layer][1], (0, 0, width - len(prefix), 0)) for piece, prefix in zip(pieces, shared.prefixes)]
         joined.append((torch.cat(keys), torch.cat(values)))
-    mask = torch.zeros((len(used), width), dtype=torch.long, device=device)
-    for i, prefix in enumerate(used):
+    mask = torch.zeros((len(shared.prefixes), width), dtype=torch.long, device=device)
+    for i, prefix in enumerate(shared.prefixes):
         mask[i, width - len(prefix) :] = 1
-    return PrefixState(DynamicCache(ddp_cache_data=joined), mask), SharedPrefixes(used, shared.group_of)
+    return PrefixState(DynamicCache(ddp_cache_data=joined), mask)
+
+
+def group_by_prefix(rows: list[list[int]], lengths: list[int], keep: int = 1, min_length: int = MIN_SHARED_TOKENS) -> Optional[SharedPrefixes]:
+    """Group rows by their first `lengths[i]` tokens (the part of its prompt a request shares with its whole task,
+    `Request.shared_prefix`), each row keeping at least `keep` tokens of its own; a row whose shared part is shorter
+    than `min_length` is a group alone with its first token as prefix. Fixed by each request alone, never by its
+    batch. None when no row shares `min_length` tokens, or some row is too short to split.
+
+    >>> shared = group_by_prefix([[7] * 20 + [1], [7] * 20 + [2, 3], [5, 6]], [20, 20, 0], min_length=16)
+    >>> [len(p) for p in shared.prefixes], shared.group_of
+    ([20, 1], [0, 0, 1])
+    """
+    if any(len(row) <= keep for row in rows):
+        return None
+    cuts = [min(length, len(row) - keep) for row, length in zip(rows, lengths)]
+    if not any(cut >= min_length for cut in cuts):
+        return None
+    index: dict[tuple[int, ...], int] = {}
+    group_of = []
+    for row, cut in zip(rows, cuts):
+        prefix = tuple(row[: cut if cut >= min_length else 1])
+        group_of.append(index.setdefault(prefix, len(index)))
+    return SharedPrefixes([list(prefix) for prefix in index], group_of)

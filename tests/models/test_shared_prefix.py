@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmm_lightning.models import HFCausalLM
-from lmm_lightning.models.prefix import share_prefixes
+from lmm_lightning.models.prefix import group_by_prefix, share_prefixes
 from lmm_lightning.requests import GenerationSpec, Request, RequestType
 
 FEWSHOT = "".join(f"Question: What is the capital of {c}? Answer: {k}\n\n" for c, k in [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome")])
@@ -16,8 +16,9 @@ def mc_requests() -> list[Request]:
     questions = [FEWSHOT + f"Question: What is the capital of {c}? Answer:" for c in ("Germany", "Peru", "Norway")]
     questions += [OTHER + "red green", OTHER + "blue", "alone here"]
     choices = [" Paris", " Berlin Madrid", " Oslo"]
+    shared = [FEWSHOT] * 3 + [OTHER] * 2 + [""]  # what the data module finds each task's questions share
     return [
-        Request(len(choices) * q + j, "t", q, RequestType.LOGLIKELIHOOD, context, choice, j)
+        Request(len(choices) * q + j, "t", q, RequestType.LOGLIKELIHOOD, context, choice, j, shared_prefix=shared[q])
         for q, context in enumerate(questions)
         for j, choice in enumerate(choices)
     ]
@@ -35,7 +36,7 @@ def test_shared_prefixes_give_the_log_probs_of_separate_forwards(tiny_model, att
     shared = model(tiny_model, attn_implementation=attention)
     alone = model(tiny_model, attn_implementation=attention, share_prefix=False, reuse_context=False)
     encoded = shared._encode(requests)
-    prefixes = share_prefixes([list(c) for c in dict.fromkeys(tuple(c) for c, _ in encoded)])
+    prefixes = group_by_prefix([c for c, _ in encoded], shared.shared_lengths(requests, [c for c, _ in encoded]))
     assert prefixes is not None and len(prefixes.prefixes) == 3  # the few-shot block, the other block, the lone one
     calls = []
     hook = shared.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
@@ -49,7 +50,10 @@ def test_shared_prefixes_give_the_log_probs_of_separate_forwards(tiny_model, att
         assert g.is_greedy == w.is_greedy
     # The next batches find the prefixes in the memo: one forward, and a new question on the examples reuses them.
     calls.clear()
-    later = [Request(100 + j, "t", 50, RequestType.LOGLIKELIHOOD, FEWSHOT + "Question: Where is Lima? Answer:", c, j) for j, c in enumerate([" Peru", " Spain"])]
+    later = [
+        Request(100 + j, "t", 50, RequestType.LOGLIKELIHOOD, FEWSHOT + "Question: Where is Lima? Answer:", c, j, shared_prefix=FEWSHOT)
+        for j, c in enumerate([" Peru", " Spain"])
+    ]
     hook = shared.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
     again = shared.loglikelihood(requests[:9] + later)
     hook.remove()
@@ -72,7 +76,8 @@ def test_shared_prefixes_keep_generations_identical(tiny_model):
     spec = GenerationSpec(until=("\n\n",), max_new_tokens=12)
     contexts = [FEWSHOT + f"Question: What is the capital of {c}? Answer:" for c in ("Germany", "Peru", "Norway", "Greece")]
     contexts += ["one two", OTHER + "red"]
-    requests = [Request(i, "g", i, RequestType.GENERATE_UNTIL, c, generation=spec) for i, c in enumerate(contexts)]
+    shared = [FEWSHOT] * 4 + ["", OTHER]
+    requests = [Request(i, "g", i, RequestType.GENERATE_UNTIL, c, generation=spec, shared_prefix=shared[i]) for i, c in enumerate(contexts)]
     got = [r.text for r in model(tiny_model).generate_until(requests)]
     alone = model(tiny_model, share_prefix=False)
     want = [alone.generate_until([r])[0].text for r in requests]  # each request alone: no padding, no sharing
